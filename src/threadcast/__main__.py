@@ -1,0 +1,3 @@
+from threadcast.cli import main
+
+main()

@@ -1,0 +1,70 @@
+"""Request and response bodies (documented in the OpenAPI schema)."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field
+
+FORUM_NAME = r"^[a-z0-9][a-z0-9_-]{0,63}$"
+
+
+class ForumIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: str = Field(pattern=FORUM_NAME, examples=["demo"])
+    title: str = Field(min_length=1, max_length=200)
+
+
+class ForumOut(BaseModel):
+    id: int
+    name: str
+    title: str
+    created_at: str
+
+
+class ThreadIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    forum: str = Field(pattern=FORUM_NAME)
+    identifier: str = Field(min_length=1, max_length=255, examples=["article-42"])
+    title: str = Field("", max_length=300)
+    url: str = Field("", max_length=2048)
+
+
+class ThreadOut(BaseModel):
+    id: int
+    forum: str
+    identifier: str
+    title: str
+    url: str
+    post_count: int
+    created_at: str
+
+
+class PostIn(BaseModel):
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+    author_name: str = Field(min_length=1, max_length=100)
+    message: str = Field(min_length=1, description="HTML; sanitized on the way in.")
+    parent_id: int | None = Field(None, ge=1)
+
+
+class PostOut(BaseModel):
+    id: int
+    thread_id: int
+    parent_id: int | None
+    seq: int = Field(description="Per-thread sequence number: 1, 2, 3... A hole means a missed post.")
+    author_name: str
+    message: str
+    created_at: str
+    version: int
+
+
+class PostPage(BaseModel):
+    posts: list[PostOut]
+    next_cursor: str | None = Field(description="Pass as `cursor` for the next page; null at the end.")
+
+
+class ErrorBody(BaseModel):
+    code: str
+    message: str
+
+
+class ErrorOut(BaseModel):
+    error: ErrorBody

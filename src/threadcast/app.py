@@ -1,0 +1,82 @@
+"""The web process: API, embedded edge (when configured), demo page, health and metrics."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import structlog
+from fastapi import FastAPI
+from fastapi.responses import FileResponse, JSONResponse, Response
+from fastapi.staticfiles import StaticFiles
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+
+from threadcast.api.edge_auth import build_edge_auth_router
+from threadcast.api.errors import BodyLimit, install_error_handlers
+from threadcast.api.routes import build_router
+from threadcast.edge.app import HubCollector, edge_routes
+from threadcast.metrics import POSTS_CREATED
+from threadcast.system import System
+
+STATIC = Path(__file__).with_name("static")
+log = structlog.get_logger("app")
+
+
+def create_app(system: System) -> FastAPI:
+    """The ASGI app. Its lifespan starts the backends and runs the configured services."""
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        await system.start()
+        if system.settings.seed_demo:
+            thread_id = await system.seed_demo()
+            log.info("demo thread ready", thread_id=thread_id)
+        system.run_services(system.settings.service_names())
+        yield
+        await system.close()
+
+    app = FastAPI(
+        title="threadcast",
+        version="0.1.0",
+        openapi_url="/api/v1/openapi.json",
+        docs_url="/api/v1/docs",
+        redoc_url=None,
+        lifespan=lifespan,
+    )
+    install_error_handlers(app)
+
+    def on_post() -> None:
+        POSTS_CREATED.inc()
+        system.outbox_wakeup.set()
+
+    app.include_router(build_router(system.repo, system.settings.max_message_bytes, on_post))
+    app.include_router(build_edge_auth_router(system.settings))
+    if system.hub is not None:
+        app.router.routes.extend(edge_routes(system.hub, system.settings))
+
+    @app.get("/healthz", include_in_schema=False)
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/readyz", include_in_schema=False)
+    async def readyz() -> JSONResponse:
+        checks = await system.readiness()
+        ready = all(v == "ok" for v in checks.values())
+        return JSONResponse({"ready": ready, "checks": checks}, status_code=200 if ready else 503)
+
+    edge_registry = CollectorRegistry()
+    if system.hub is not None:
+        edge_registry.register(HubCollector(system.hub))
+
+    @app.get("/metrics", include_in_schema=False)
+    async def metrics() -> Response:
+        return Response(generate_latest() + generate_latest(edge_registry), media_type=CONTENT_TYPE_LATEST)
+
+    @app.get("/", include_in_schema=False)
+    async def demo_page() -> FileResponse:
+        return FileResponse(STATIC / "demo.html")
+
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")
+    app.add_middleware(BodyLimit, limit=2 * system.settings.max_message_bytes + 16 * 1024)
+    return app

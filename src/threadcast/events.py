@@ -1,0 +1,44 @@
+"""Wire formats: events on the log, jobs on the work queue, messages on the push edge."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+
+
+class Event(msgspec.Struct, frozen=True):
+    """One fact, as written to the outbox and carried by the event log."""
+
+    event_id: str
+    type: str
+    thread_id: int
+    forum: str
+    ts: float
+    version: int
+    payload: dict[str, Any]
+
+
+class PushMessage(msgspec.Struct, frozen=True):
+    """What a browser receives on a channel. `id` is the event id (stable across
+    redeliveries), `seq` the post's per-thread sequence number (holes mean loss)."""
+
+    id: str
+    type: str
+    channel: str
+    ts: float
+    seq: int
+    data: dict[str, Any]
+
+
+_event_decoder = msgspec.json.Decoder(Event)
+_push_decoder = msgspec.json.Decoder(PushMessage)
+encode = msgspec.json.encode
+
+
+def decode_event(raw: bytes) -> Event:
+    return _event_decoder.decode(raw)
+
+
+def decode_push(raw: bytes) -> PushMessage:
+    return _push_decoder.decode(raw)

@@ -1,0 +1,1 @@
+"""The built-in services: outbox relay, dispatcher, formatter."""

@@ -1,0 +1,1 @@
+"""The database: forums, threads, posts, the outbox and the inbox (SQLAlchemy 2, Alembic)."""

@@ -1,0 +1,168 @@
+"""The comments API against the embedded backends, in process (no services running)."""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+from sqlalchemy import select
+
+from threadcast.app import create_app
+from threadcast.config import Settings
+from threadcast.events import decode_event
+from threadcast.store.models import OutboxEvent
+from threadcast.system import System
+
+
+@pytest.fixture
+async def system(data_dir):
+    system = System(Settings(data_dir=data_dir, max_message_bytes=1024))
+    await system.start()
+    yield system
+    await system.close()
+
+
+@pytest.fixture
+async def client(system):
+    transport = httpx.ASGITransport(app=create_app(system))
+    async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
+        yield client
+
+
+@pytest.fixture
+async def thread(client):
+    await client.post("/api/v1/forums", json={"name": "news", "title": "News"})
+    res = await client.post("/api/v1/threads", json={"forum": "news", "identifier": "a-1", "title": "A"})
+    return res.json()
+
+
+async def test_forum_create_and_get(client):
+    res = await client.post("/api/v1/forums", json={"name": "tech", "title": "Tech"})
+    assert res.status_code == 201
+    assert (await client.post("/api/v1/forums", json={"name": "tech", "title": "Tech"})).status_code == 200
+    got = await client.get("/api/v1/forums/tech")
+    assert got.json()["title"] == "Tech"
+    assert (await client.get("/api/v1/forums/nope")).status_code == 404
+
+
+async def test_thread_is_idempotent_by_forum_and_identifier(client, thread):
+    again = await client.post("/api/v1/threads", json={"forum": "news", "identifier": "a-1"})
+    assert again.status_code == 200
+    assert again.json()["id"] == thread["id"]
+    found = await client.get("/api/v1/threads", params={"forum": "news", "identifier": "a-1"})
+    assert found.json()["id"] == thread["id"]
+    assert (await client.get(f"/api/v1/threads/{thread['id']}")).json()["identifier"] == "a-1"
+    assert set(thread) >= {"id", "forum", "identifier", "title", "url", "created_at"}
+
+
+async def test_post_writes_outbox_event_in_same_transaction(client, system, thread):
+    res = await client.post(
+        f"/api/v1/threads/{thread['id']}/posts", json={"author_name": "ann", "message": "<b>hi</b>"}
+    )
+    assert res.status_code == 201
+    post = res.json()
+    assert post["message"] == "<b>hi</b>" and post["seq"] == 1 and post["version"] == 1
+    async with system.db.session() as session:
+        rows = (await session.scalars(select(OutboxEvent))).all()
+    assert len(rows) == 1
+    event = decode_event(rows[0].payload)
+    assert event.type == "post.created" and event.thread_id == thread["id"] and event.forum == "news"
+    assert event.payload["id"] == post["id"] and rows[0].key == str(thread["id"])
+
+
+async def test_idempotency_key_returns_same_post(client, system, thread):
+    url = f"/api/v1/threads/{thread['id']}/posts"
+    body = {"author_name": "ann", "message": "once"}
+    first = await client.post(url, json=body, headers={"Idempotency-Key": "k1"})
+    second = await client.post(url, json=body, headers={"Idempotency-Key": "k1"})
+    assert (first.status_code, second.status_code) == (201, 200)
+    assert first.json() == second.json()
+    page = (await client.get(url)).json()
+    assert len(page["posts"]) == 1
+    assert await system.repo.outbox_size() == 1
+
+
+async def test_replies_and_parent_checks(client, thread):
+    url = f"/api/v1/threads/{thread['id']}/posts"
+    parent = (await client.post(url, json={"author_name": "a", "message": "root"})).json()
+    reply = await client.post(url, json={"author_name": "b", "message": "re", "parent_id": parent["id"]})
+    assert reply.json()["parent_id"] == parent["id"]
+    missing = await client.post(url, json={"author_name": "b", "message": "re", "parent_id": 999})
+    assert missing.status_code == 404
+    other = (await client.post("/api/v1/threads", json={"forum": "news", "identifier": "b"})).json()
+    cross = await client.post(
+        f"/api/v1/threads/{other['id']}/posts", json={"author_name": "b", "message": "x", "parent_id": parent["id"]}
+    )
+    assert cross.status_code == 409
+    assert cross.json()["error"]["code"] == "conflict"
+
+
+async def test_cursor_pagination_both_orders(client, thread):
+    url = f"/api/v1/threads/{thread['id']}/posts"
+    for i in range(7):
+        await client.post(url, json={"author_name": "a", "message": f"m{i}"})
+    for order, expected in (("asc", list(range(1, 8))), ("desc", list(range(7, 0, -1)))):
+        seqs, cursor = [], None
+        while True:
+            params = {"limit": 3, "order": order, **({"cursor": cursor} if cursor else {})}
+            page = (await client.get(url, params=params)).json()
+            seqs += [p["seq"] for p in page["posts"]]
+            cursor = page["next_cursor"]
+            if cursor is None:
+                break
+        assert seqs == expected
+    after = (await client.get(url, params={"after_seq": 5})).json()
+    assert [p["seq"] for p in after["posts"]] == [6, 7]
+
+
+async def test_script_is_sanitized(client, thread):
+    res = await client.post(
+        f"/api/v1/threads/{thread['id']}/posts",
+        json={"author_name": "x", "message": 'hi<script>alert(1)</script><img src=x onerror=alert(1)><a href="javascript:x">l</a>'},
+    )
+    message = res.json()["message"]
+    assert "<script" not in message and "onerror" not in message and "javascript:" not in message
+    assert message.startswith("hi")
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "code"),
+    [
+        (b"{not json", 400, "malformed_json"),
+        (b'{"message": "no author"}', 422, "invalid_request"),
+        (b'{"author_name": "a", "message": "m", "extra": 1}', 422, "invalid_request"),
+        (b'{"author_name": "a", "message": "<script>x</script>"}', 422, "empty_message"),
+        (b"[]", 422, "invalid_request"),
+    ],
+)
+async def test_bad_post_bodies(client, thread, body, status, code):
+    res = await client.post(
+        f"/api/v1/threads/{thread['id']}/posts", content=body, headers={"Content-Type": "application/json"}
+    )
+    assert res.status_code == status
+    assert res.json()["error"]["code"] == code
+
+
+async def test_oversize_message_and_body(client, thread):
+    url = f"/api/v1/threads/{thread['id']}/posts"
+    res = await client.post(url, json={"author_name": "a", "message": "x" * 1025})
+    assert res.status_code == 413 and res.json()["error"]["code"] == "message_too_large"
+    huge = await client.post(url, content=b"x" * 100_000, headers={"Content-Type": "application/json"})
+    assert huge.status_code == 413 and huge.json()["error"]["code"] == "payload_too_large"
+
+
+async def test_unknown_things_are_404_json(client):
+    assert (await client.post("/api/v1/threads/424242/posts", json={"author_name": "a", "message": "m"})).status_code == 404
+    res = await client.get("/api/v1/nothing-here")
+    assert res.status_code == 404 and res.json()["error"]["code"] == "not_found"
+    bad = await client.get("/api/v1/threads/abc")
+    assert bad.status_code == 422
+    cursor = await client.get("/api/v1/threads/1/posts", params={"cursor": "!!"})
+    assert cursor.status_code in (400, 404)
+
+
+async def test_openapi_and_health(client):
+    spec = (await client.get("/api/v1/openapi.json")).json()
+    assert "/api/v1/threads/{thread_id}/posts" in spec["paths"]
+    assert (await client.get("/healthz")).json() == {"status": "ok"}
+    ready = await client.get("/readyz")
+    assert ready.status_code == 200 and ready.json()["ready"] is True
