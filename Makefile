@@ -3,8 +3,8 @@
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-REAL_BACKENDS := kafka,rabbitmq
-SERVICES := kafka rabbitmq
+REAL_BACKENDS := kafka,rabbitmq,nchan
+SERVICES := kafka rabbitmq nginx browser
 
 .PHONY: up test services services-down bench latency clean
 

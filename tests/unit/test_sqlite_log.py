@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 
 from threadcast.bus.log import LogConsumer, Message, Record
-from threadcast.bus.sqlite_log import SqliteLog, UnknownTopicError
+from threadcast.bus.log import UnknownTopicError
+from threadcast.bus.sqlite_log import SqliteLog
 
 DEADLINE = 30.0
 WRITERS = 2

@@ -20,7 +20,8 @@ import pytest
 
 from tests.contract.test_queue_contract import DEADLINE, Reader, depth_is, eventually, publish_numbered
 from threadcast.bus.queue import QueueSpec
-from threadcast.bus.sqlite_queue import CONSUMER_GONE, SqliteQueue, UnknownQueueError
+from threadcast.bus.queue import UnknownQueueError
+from threadcast.bus.sqlite_queue import CONSUMER_GONE, SqliteQueue
 
 ROOT = Path(__file__).resolve().parents[2]
 CHILD_MODULE = "tests.unit.test_sqlite_queue"

@@ -6,7 +6,7 @@
 - `GET /api/v1/edge/resume` (nginx's `auth_request`, for subscriptions that ask to resume): the
   resume guard. Nchan 1.3.6 can abort a worker when a subscriber resumes on a channel whose
   buffer is empty (after a restart, or once its messages expired), so the API lets a resume
-  through only when every requested channel's buffer on the calling edge holds messages:
+  through only when the buffers it reaches on the calling edge hold messages (`resumed_channels`):
   204 with `X-Threadcast-Resume-Id` (the id Nchan resumes from). Otherwise the subscriber starts
   fresh (204 without the header) and the client refetches what it missed from the API, or, for
   a long-poll resume by `If-Modified-Since` / `If-None-Match` (headers nginx cannot drop), 401,
@@ -34,16 +34,20 @@ from threadcast.api.errors import error_response
 from threadcast.config import Settings
 from threadcast.edge.auth import private_channels, verify_subscription
 from threadcast.edge.http_publisher import edge_base_url
-from threadcast.edge.nginx_config import CHANNELS_HEADER, EDGE_HEADER, RESUME_ID_HEADER, nchan_edges
+from threadcast.edge.nginx_config import (
+    CHANNELS_HEADER,
+    EDGE_HEADER,
+    GUARD_REFUSAL_STATUS,
+    RESUME_ID_HEADER,
+    nchan_edges,
+)
 
 RESUME_ID = re.compile(r"[\x21-\x7e]{1,128}")
 """A resume id handed back to Nchan: printable ASCII, no spaces, within Nchan's 128-byte buffer."""
-RESUME_REFUSED = 401
-"""The guard's answer to a header resume it refuses; nginx turns it into 409 for the client."""
 
 
 class ResumeGuard:
-    """Answers whether every channel's buffer on an edge holds messages (Nchan's channel info:
+    """Answers whether channels' buffers on an edge all hold messages (Nchan's channel info:
     `GET {edge}/pub/{channel}`). Only edges of the configuration are asked; anything unknown,
     unreachable or unexpected counts as empty, which is always safe."""
 
@@ -141,7 +145,7 @@ def build_edge_auth_router(settings: Settings) -> APIRouter:
             headers = {RESUME_ID_HEADER: wanted} if RESUME_ID.fullmatch(wanted) else {}
             return Response(status_code=204, headers=headers)
         if conditional:
-            return Response(status_code=RESUME_REFUSED)
+            return Response(status_code=GUARD_REFUSAL_STATUS)
         return Response(status_code=204)
 
     return router

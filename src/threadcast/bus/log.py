@@ -13,6 +13,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 
+class UnknownTopicError(LookupError):
+    """The topic was never created."""
+
+
 @dataclass(frozen=True, slots=True)
 class Record:
     topic: str

@@ -14,6 +14,10 @@ from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 
 
+class UnknownQueueError(LookupError):
+    """The queue was never declared."""
+
+
 @dataclass(frozen=True, slots=True)
 class QueueSpec:
     name: str

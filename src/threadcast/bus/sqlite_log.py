@@ -49,7 +49,7 @@ from typing import Any, TypeVar
 
 import orjson
 
-from threadcast.bus.log import EventLog, LogConsumer, Message, Record
+from threadcast.bus.log import EventLog, LogConsumer, Message, Record, UnknownTopicError
 from threadcast.bus.partitioner import partition_for
 
 log = logging.getLogger(__name__)
@@ -104,10 +104,6 @@ _SCHEMA = (
 )
 
 T = TypeVar("T")
-
-
-class UnknownTopicError(LookupError):
-    """The topic was never created."""
 
 
 # --- SQLite side: plain functions run on a worker thread, each one short transaction ---------

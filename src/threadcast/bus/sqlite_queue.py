@@ -62,7 +62,7 @@ from typing import Any, TypeVar
 
 import orjson
 
-from threadcast.bus.queue import DeadLetter, Delivery, QueueConsumer, QueueSpec, WorkQueue
+from threadcast.bus.queue import DeadLetter, Delivery, QueueConsumer, QueueSpec, UnknownQueueError, WorkQueue
 
 log = logging.getLogger(__name__)
 
@@ -120,10 +120,6 @@ T = TypeVar("T")
 
 _Leased = tuple[int, str, bytes, str | None, int]
 """A leased message as read: row id, message id, body, encoded headers, attempt."""
-
-
-class UnknownQueueError(LookupError):
-    """The queue was never declared."""
 
 
 # --- SQLite side: plain functions run on the queue's thread, each one short transaction -------
