@@ -8,6 +8,7 @@ from pathlib import Path
 
 import structlog
 from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
@@ -16,6 +17,7 @@ from threadcast.api.edge_auth import build_edge_auth_router
 from threadcast.api.errors import BodyLimit, install_error_handlers
 from threadcast.api.routes import build_router
 from threadcast.edge.app import HubCollector, edge_routes
+from threadcast.edge.nchan_status import NchanStatusCollector
 from threadcast.metrics import POSTS_CREATED
 from threadcast.system import System
 
@@ -24,7 +26,7 @@ log = structlog.get_logger("app")
 
 
 def create_app(system: System) -> FastAPI:
-    """The ASGI app. Its lifespan starts the backends and runs the configured services."""
+    """The ASGI app. Its lifespan starts the backends and the system's services."""
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -32,7 +34,6 @@ def create_app(system: System) -> FastAPI:
         if system.settings.seed_demo:
             thread_id = await system.seed_demo()
             log.info("demo thread ready", thread_id=thread_id)
-        system.run_services(system.settings.service_names())
         yield
         await system.close()
 
@@ -48,7 +49,7 @@ def create_app(system: System) -> FastAPI:
 
     def on_post() -> None:
         POSTS_CREATED.inc()
-        system.outbox_wakeup.set()
+        system.wake_relay()
 
     app.include_router(build_router(system.repo, system.settings.max_message_bytes, on_post))
     app.include_router(build_edge_auth_router(system.settings))
@@ -56,22 +57,31 @@ def create_app(system: System) -> FastAPI:
         app.router.routes.extend(edge_routes(system.hub, system.settings))
 
     @app.get("/healthz", include_in_schema=False)
-    async def healthz() -> dict[str, str]:
-        return {"status": "ok"}
+    async def healthz() -> JSONResponse:
+        checks = system.runner.health()
+        if all(v == "ok" for v in checks.values()):
+            return JSONResponse({"status": "ok"})
+        return JSONResponse({"status": "unhealthy", "checks": checks}, status_code=503)
 
     @app.get("/readyz", include_in_schema=False)
     async def readyz() -> JSONResponse:
-        checks = await system.readiness()
+        checks = await system.runner.readiness()
         ready = all(v == "ok" for v in checks.values())
         return JSONResponse({"ready": ready, "checks": checks}, status_code=200 if ready else 503)
 
     edge_registry = CollectorRegistry()
+    nchan = NchanStatusCollector.for_edges(system.settings.edge_url)
     if system.hub is not None:
         edge_registry.register(HubCollector(system.hub))
+    if nchan.status_urls:
+        edge_registry.register(nchan)
 
     @app.get("/metrics", include_in_schema=False)
     async def metrics() -> Response:
-        return Response(generate_latest() + generate_latest(edge_registry), media_type=CONTENT_TYPE_LATEST)
+        services = await system.runner.metrics_text()  # the default registry; consumer lag measured now
+        if nchan.status_urls:
+            await nchan.refresh()  # Nchan's stub status, read now
+        return Response(services + generate_latest(edge_registry), media_type=CONTENT_TYPE_LATEST)
 
     @app.get("/", include_in_schema=False)
     async def demo_page() -> FileResponse:
@@ -79,4 +89,12 @@ def create_app(system: System) -> FastAPI:
 
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     app.add_middleware(BodyLimit, limit=2 * system.settings.max_message_bytes + 16 * 1024)
+    # The embed runs on other sites: anyone may read and post (no cookies, no credentials).
+    app.add_middleware(
+        CORSMiddleware,
+        allow_origins=["*"],
+        allow_methods=["GET", "POST"],
+        allow_headers=["Content-Type", "Idempotency-Key", "If-None-Match", "If-Modified-Since", "Last-Event-ID"],
+        expose_headers=["Etag", "Last-Modified"],
+    )
     return app

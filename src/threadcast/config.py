@@ -5,6 +5,7 @@ Backends are chosen by URL. Empty URLs mean "the embedded backend under the data
 - ``database_url``: ``sqlite+aiosqlite:///path`` (default) or ``postgresql+asyncpg://...``
 - ``log_url``: ``sqlite:///path/log.db`` (default) or ``kafka://host:port[,host:port]``
 - ``queue_url``: ``sqlite:///path/queue.db`` (default) or ``amqp://user:pass@host:port/vhost``
+- ``coord_url``: ``sqlite:///path/coord.db`` (default) or ``zk://host:port[,host:port]/chroot``
 - ``edge_url``: ``embedded`` (default: the edge runs in the API process),
   ``http://host:port`` (a remote embedded edge) or ``nchan+http://host:port``
 """
@@ -34,6 +35,7 @@ class Settings(BaseSettings):
     database_url: str = ""
     log_url: str = ""
     queue_url: str = ""
+    coord_url: str = ""
     edge_url: str = "embedded"
 
     events_topic: str = "events"
@@ -50,6 +52,8 @@ class Settings(BaseSettings):
     services: str = "relay,dispatcher,formatter"
     """The services `threadcast up` runs beside the API (comma-separated; empty: API only)."""
     seed_demo: bool = True
+    ops_port: int | None = Field(None, ge=0, le=65535)
+    """Where `threadcast run` serves /healthz, /readyz and /metrics (none by default; 0: any free port)."""
     secret: str = "threadcast-dev-secret-change-me"
 
     def resolved_database_url(self) -> str:
@@ -60,6 +64,9 @@ class Settings(BaseSettings):
 
     def resolved_queue_url(self) -> str:
         return self.queue_url or f"sqlite:///{self.data_dir / 'queue.db'}"
+
+    def resolved_coord_url(self) -> str:
+        return self.coord_url or f"sqlite:///{self.data_dir / 'coord.db'}"
 
     @field_validator("services")
     @classmethod

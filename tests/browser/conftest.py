@@ -43,13 +43,15 @@ HOST_PAGE = """<!doctype html>
 </body></html>"""
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def playwright() -> Iterator[Playwright]:
+    # Package scope: Playwright's sync API keeps an event loop running in this thread until it
+    # stops, and the asyncio tests of the other packages need the thread free of it.
     with sync_playwright() as driver:
         yield driver
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def browser(playwright: Playwright) -> Iterator[Browser]:
     chromium = playwright.chromium.launch(
         executable_path=os.environ.get("THREADCAST_TEST_CHROMIUM", "/usr/bin/chromium"), args=CHROMIUM_ARGS

@@ -35,6 +35,7 @@ class Reader:
     """One subscription on a background task, collecting (edge id, push message)."""
 
     def __init__(self, transport: str, base_url: str, channel: str, last_id: str | None = None) -> None:
+        self.base_url, self.channel = base_url, channel
         self.received: list[tuple[str, dict]] = []
         self._arrived = asyncio.Condition()
         self._task = asyncio.create_task(self._run(transport, base_url, channel, last_id))
@@ -58,8 +59,25 @@ class Reader:
     def last_id(self) -> str:
         return self.received[-1][0]
 
-    async def ready(self) -> None:
-        await asyncio.sleep(0.3)  # let the subscription reach the edge before publishing
+    async def wait_for_ids(self, post_ids: set[int], timeout: float) -> set[int]:
+        """Wait until every post in `post_ids` arrived; return the distinct post ids seen."""
+
+        def seen() -> set[int]:
+            return {message["data"]["id"] for _, message in self.received}
+
+        async with self._arrived:
+            try:
+                await asyncio.wait_for(self._arrived.wait_for(lambda: post_ids <= seen()), timeout)
+            except TimeoutError:
+                pass
+        return seen()
+
+    async def ready(self, timeout: float = 10.0) -> None:
+        """Wait until the edge counts this subscriber on its channel."""
+        async with httpx.AsyncClient(base_url=self.base_url) as client:
+            async with asyncio.timeout(timeout):
+                while (await client.get(f"/pub/{self.channel}")).json().get("subscribers", 0) < 1:
+                    await asyncio.sleep(0.02)
 
     async def close(self) -> None:
         self._task.cancel()

@@ -273,6 +273,8 @@ def test_stub_status_figures_reach_the_publishers_metrics(api: NchanApi):
     assert [sample.value for sample in families["threadcast_nchan_up"].samples] == [1.0]
     published = families["threadcast_nchan_published_messages"].samples[0]
     assert published.labels == {"edge": NCHAN_URL} and published.value > 0
+    served = httpx.get(f"{api.base_url}/metrics").text
+    assert f'threadcast_nchan_up{{edge="{NCHAN_URL}"}} 1.0' in served
 
 
 class CatchingUpReader:

@@ -1,38 +1,41 @@
-"""Dispatcher: reads the event log as group `realtime` and turns each event into one
-`realtime.format` job. Offsets are committed only after the jobs were published."""
+"""Dispatcher: reads the event log as group `realtime` and publishes one format job per event.
+
+Consume, process, produce, then commit: the toolkit commits a batch's offsets only after the
+handler returned, that is after every job of the batch was published. A crash in between
+publishes the jobs again, with the same message ids (the event ids), and the formatter
+publishes the same push messages again, which the edge and the client drop by id. So the
+dispatcher keeps no inbox (`idempotent=False`): it would cost a database round trip per event.
+"""
 
 from __future__ import annotations
 
-import asyncio
-
-import structlog
-
-from threadcast.bus.log import EventLog, Record
-from threadcast.bus.queue import WorkQueue
-from threadcast.events import decode_event
+from threadcast.bus.queue import QueueSpec
+from threadcast.events import Event
 from threadcast.metrics import JOBS_DISPATCHED
+from threadcast.toolkit import EVENT_ID_HEADER, Context, Service, setting
 
 GROUP = "realtime"
-log = structlog.get_logger("dispatcher")
+
+service = Service("dispatcher", description=f"publishes one format job per event of the log (group {GROUP})")
 
 
-def event_id_of(record: Record) -> str:
-    return record.headers.get("event_id") or decode_event(record.value).event_id
+@service.on_startup
+async def declare_format_queue(ctx: Context) -> None:
+    """Declare the jobs' queue before publishing to it, as the formatter may not run yet."""
+    await ctx.queue.declare(QueueSpec(ctx.settings.format_queue, max_attempts=ctx.settings.max_attempts))
 
 
-async def run_dispatcher(event_log: EventLog, queue: WorkQueue, topic: str, job_queue: str, stop: asyncio.Event) -> None:
-    consumer = event_log.consumer(topic, GROUP)
-    try:
-        while not stop.is_set():
-            try:
-                records = await consumer.poll(max_records=500, timeout=0.5)
-                for record in records:
-                    await queue.publish(job_queue, record.value, message_id=event_id_of(record))
-                if records:
-                    await consumer.commit()
-                    JOBS_DISPATCHED.inc(len(records))
-            except Exception:
-                log.exception("dispatch failed, retrying")
-                await asyncio.sleep(1.0)
-    finally:
-        await consumer.close()
+@service.subscriber(
+    topic=setting("events_topic"),
+    group=GROUP,
+    model=Event,
+    batch=500,
+    max_attempts=setting("max_attempts"),
+    idempotent=False,
+)
+async def dispatch(events: list[Event], ctx: Context) -> None:
+    for event in events:
+        await ctx.publish(
+            ctx.settings.format_queue, event, message_id=event.event_id, headers={EVENT_ID_HEADER: event.event_id}
+        )
+    JOBS_DISPATCHED.inc(len(events))

@@ -1,22 +1,33 @@
-"""Formatter: turns one event into push messages and publishes them to every channel it
-concerns. The job is acked only after every publish succeeded; a redelivered job publishes
-messages with the same ids, which the edge and the client drop as duplicates."""
+"""Formatter: renders each format job (an event) into push messages and publishes them on
+every channel the event concerns: `thread:{id}`, `forum:{name}` and, for a post, `post:{id}`.
+
+The job is acked only after every publish was accepted (end-to-end ack). An edge error is
+retried with backoff and dead-lettered when the attempts are used up; a job that does not
+decode is dead-lettered at once. One thread's jobs never run at the same time, so its
+messages reach the edge in order.
+
+No inbox (`idempotent=False`): a redelivered job publishes messages with the same ids, which
+the edge (for ids it still buffers) and the client drop as duplicates. An inbox would add two
+database round trips to every job, on the path of every comment to its readers.
+"""
 
 from __future__ import annotations
 
-import asyncio
-import random
 import time
+from dataclasses import dataclass
 
-import msgspec
-import structlog
-
-from threadcast.bus.queue import Delivery, WorkQueue
-from threadcast.edge.publisher import EdgeError, EdgePublisher
-from threadcast.events import Event, PushMessage, decode_event, encode
+from threadcast.events import Event, PushMessage, encode
 from threadcast.metrics import JOBS_FORMATTED, PUBLISH_LATENCY
+from threadcast.services.edge_publisher import Push, publish_to_edge
+from threadcast.toolkit import Pipeline, Service, setting
 
-log = structlog.get_logger("formatter")
+service = Service("formatter", description="renders each event into push messages and publishes them to the edge")
+
+
+@dataclass(frozen=True, slots=True)
+class Rendered:
+    event: Event
+    pushes: list[Push]
 
 
 def channels_for(event: Event) -> list[str]:
@@ -27,55 +38,27 @@ def channels_for(event: Event) -> list[str]:
     return channels
 
 
-def render(event: Event) -> list[tuple[str, bytes]]:
-    """(channel, message bytes) for each channel of the event."""
+def render(event: Event) -> Rendered:
+    """The push message for each channel of the event; `seq` is the post's per-thread number."""
     seq = int(event.payload.get("seq", 0))
-    return [
-        (channel, encode(PushMessage(id=event.event_id, type=event.type, channel=channel, ts=event.ts, seq=seq, data=event.payload)))
+    messages = [
+        PushMessage(id=event.event_id, type=event.type, channel=channel, ts=event.ts, seq=seq, data=event.payload)
         for channel in channels_for(event)
     ]
+    return Rendered(event, [Push(message.channel, encode(message)) for message in messages])
 
 
-def retry_delay(attempt: int) -> float:
-    """Exponential backoff with full jitter: up to 0.2 s, 0.4 s, 0.8 s ... capped at 30 s."""
-    return random.uniform(0, min(30.0, 0.2 * 2 ** (attempt - 1)))
-
-
-async def format_job(delivery: Delivery, edge: EdgePublisher) -> None:
-    try:
-        event = decode_event(delivery.body)
-    except msgspec.DecodeError as exc:
-        await delivery.reject(f"undecodable event: {exc}")
-        return
-    try:
-        for channel, message in render(event):
-            await edge.publish(channel, message, message_id=event.event_id)
-    except EdgeError as exc:
-        log.warning("publish failed", event_id=event.event_id, attempt=delivery.attempt, error=str(exc))
-        await delivery.nack(str(exc), delay=retry_delay(delivery.attempt))
-        return
-    await delivery.ack()
+def observe(rendered: Rendered) -> None:
+    """Count the job and the time from the event's creation to its publication."""
     JOBS_FORMATTED.inc()
-    PUBLISH_LATENCY.observe(max(0.0, time.time() - event.ts))
+    PUBLISH_LATENCY.observe(max(0.0, time.time() - rendered.event.ts))
 
 
-async def run_formatter(queue: WorkQueue, job_queue: str, edge: EdgePublisher, stop: asyncio.Event) -> None:
-    """Format jobs until `stop` is set; the job in hand is finished first."""
-    consumer = queue.consume(job_queue, prefetch=64)
-    deliveries = aiter(consumer)
-    stopping = asyncio.ensure_future(stop.wait())
-    try:
-        while True:
-            receiving = asyncio.ensure_future(anext(deliveries))
-            await asyncio.wait({receiving, stopping}, return_when=asyncio.FIRST_COMPLETED)
-            if not receiving.done():
-                receiving.cancel()
-                break
-            try:
-                delivery = receiving.result()
-            except StopAsyncIteration:
-                break
-            await format_job(delivery, edge)
-    finally:
-        stopping.cancel()
-        await consumer.close()
+format_event = service.consumer(
+    queue=setting("format_queue"),
+    model=Event,
+    prefetch=64,
+    ordered_by="thread_id",
+    max_attempts=setting("max_attempts"),
+    idempotent=False,
+)(Pipeline(render, publish_to_edge, observe, name="format"))
