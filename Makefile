@@ -3,10 +3,12 @@
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-REAL_BACKENDS := kafka,rabbitmq,nchan
-SERVICES := kafka rabbitmq nginx browser
+REAL_BACKENDS := kafka,rabbitmq,nchan,zookeeper
+SERVICES := kafka rabbitmq nginx zookeeper browser
+BENCH_SERVICES := kafka rabbitmq nginx
+BENCH_ARGS ?=
 
-.PHONY: up test services services-down bench latency clean
+.PHONY: up test services services-down bench clean
 
 $(VENV)/.base: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -32,8 +34,12 @@ services-down:
 test: services
 	env $$(dev/services env $(SERVICES)) THREADCAST_TEST_BACKENDS=$(REAL_BACKENDS) $(BIN)/pytest -p no:cacheprovider
 
-latency: $(VENV)/.base
-	$(BIN)/python scripts/latency.py
+# Every bench scenario whose servers run: Kafka + RabbitMQ for `brokers`; the nginx service
+# installs nginx + Nchan, which the `nchan` and `raw-nchan` scenarios start privately.
+# Options go in BENCH_ARGS, e.g. make bench BENCH_ARGS="--rate max --duration 10".
+bench: $(VENV)/.test
+	dev/services up $(BENCH_SERVICES)
+	env $$(dev/services env $(BENCH_SERVICES)) $(BIN)/threadcast bench $(BENCH_ARGS)
 
 clean:
 	dev/services down
