@@ -42,7 +42,6 @@ import sqlite3
 import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -51,6 +50,7 @@ import orjson
 
 from threadcast.bus.log import EventLog, LogConsumer, Message, Record, UnknownTopicError
 from threadcast.bus.partitioner import partition_for
+from threadcast.sqlite_thread import SqliteThread
 
 log = logging.getLogger(__name__)
 
@@ -107,27 +107,6 @@ T = TypeVar("T")
 
 
 # --- SQLite side: plain functions run on a worker thread, each one short transaction ---------
-
-
-def _connect(path: Path) -> sqlite3.Connection:
-    conn = sqlite3.connect(path, timeout=BUSY_TIMEOUT, isolation_level=None)
-    _enable_wal(conn)
-    conn.execute("PRAGMA synchronous=NORMAL")
-    return conn
-
-
-def _enable_wal(conn: sqlite3.Connection) -> None:
-    """Switch the file to WAL. Processes opening a new file at once may find it locked: SQLite
-    does not apply the busy timeout to this switch, so wait here."""
-    deadline = time.monotonic() + BUSY_TIMEOUT
-    while True:
-        try:
-            conn.execute("PRAGMA journal_mode=WAL")
-            return
-        except sqlite3.OperationalError as error:
-            if error.sqlite_errorcode != sqlite3.SQLITE_BUSY or time.monotonic() > deadline:
-                raise
-            time.sleep(0.01)
 
 
 @contextlib.contextmanager
@@ -406,39 +385,6 @@ def _ping(conn: sqlite3.Connection) -> None:
     conn.execute("SELECT count(*) FROM log_topics").fetchone()
 
 
-class _Worker:
-    """A thread that owns one SQLite connection; `run` calls `fn(connection, *args)` on it."""
-
-    def __init__(self, path: Path, name: str) -> None:
-        self._path = path
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=name)
-        self._conn: sqlite3.Connection | None = None
-
-    async def open(self) -> None:
-        await asyncio.get_running_loop().run_in_executor(self._executor, self._open)
-
-    def _open(self) -> None:
-        if self._conn is None:
-            self._conn = _connect(self._path)
-
-    async def run(self, fn: Callable[..., T], *args: Any) -> T:
-        return await asyncio.get_running_loop().run_in_executor(self._executor, self._call, fn, args)
-
-    def _call(self, fn: Callable[..., T], args: tuple[Any, ...]) -> T:
-        if self._conn is None:
-            raise RuntimeError("the SQLite event log is closed")
-        return fn(self._conn, *args)
-
-    async def close(self) -> None:
-        await asyncio.get_running_loop().run_in_executor(self._executor, self._close)
-        self._executor.shutdown(wait=False)
-
-    def _close(self) -> None:
-        if self._conn is not None:
-            self._conn.close()
-            self._conn = None
-
-
 # --- asyncio side -------------------------------------------------------------------------
 
 
@@ -451,8 +397,8 @@ class SqliteLog(EventLog):
         """How often a waiting consumer looks for what other processes wrote."""
         self.session_timeout = session_timeout
         """A member of this log not heard from for that long is evicted from its group."""
-        self._reader: _Worker | None = None
-        self._writer: _Worker | None = None
+        self._reader: SqliteThread | None = None
+        self._writer: SqliteThread | None = None
         self._start_lock = asyncio.Lock()
         self._partition_counts: dict[str, int] = {}
         self._wakeups: dict[str, asyncio.Event] = {}
@@ -463,8 +409,8 @@ class SqliteLog(EventLog):
             if self._writer is not None:
                 return
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            writer = _Worker(self.path, "threadcast-log-writer")
-            reader = _Worker(self.path, "threadcast-log-reader")
+            writer = SqliteThread(self.path, busy_timeout=BUSY_TIMEOUT, name="threadcast-log-writer")
+            reader = SqliteThread(self.path, busy_timeout=BUSY_TIMEOUT, name="threadcast-log-reader")
             try:
                 await writer.open()
                 await writer.run(_create_schema)
@@ -484,13 +430,13 @@ class SqliteLog(EventLog):
         self._reader = self._writer = None
 
     @property
-    def reader(self) -> _Worker:
+    def reader(self) -> SqliteThread:
         if self._reader is None:
             raise RuntimeError("the SQLite event log is not started")
         return self._reader
 
     @property
-    def writer(self) -> _Worker:
+    def writer(self) -> SqliteThread:
         if self._writer is None:
             raise RuntimeError("the SQLite event log is not started")
         return self._writer

@@ -63,6 +63,7 @@ from typing import Any, TypeVar
 import orjson
 
 from threadcast.bus.queue import DeadLetter, Delivery, QueueConsumer, QueueSpec, UnknownQueueError, WorkQueue
+from threadcast.sqlite_thread import connect
 
 log = logging.getLogger(__name__)
 
@@ -123,13 +124,6 @@ _Leased = tuple[int, str, bytes, str | None, int]
 
 
 # --- SQLite side: plain functions run on the queue's thread, each one short transaction -------
-
-
-def _connect(path: Path) -> sqlite3.Connection:
-    conn = sqlite3.connect(path, timeout=BUSY_TIMEOUT, isolation_level=None)
-    conn.execute("PRAGMA journal_mode=WAL")
-    conn.execute("PRAGMA synchronous=NORMAL")
-    return conn
 
 
 @contextlib.contextmanager
@@ -454,7 +448,7 @@ class _Connection:
 
     def _serve(self) -> None:
         try:
-            conn = _connect(self._path)
+            conn = connect(self._path, busy_timeout=BUSY_TIMEOUT)
         except BaseException as exc:
             self._opened.set_exception(exc)
             return

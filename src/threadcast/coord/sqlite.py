@@ -34,7 +34,6 @@ import sqlite3
 import time
 import uuid
 from collections.abc import AsyncGenerator, Callable
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -53,6 +52,7 @@ from threadcast.coord.base import (
 )
 from threadcast.coord.errors import BackendUnavailable, CoordinationError
 from threadcast.coord.live_config import LiveConfig
+from threadcast.sqlite_thread import SqliteThread
 
 log = structlog.get_logger("threadcast.coord")
 
@@ -98,21 +98,6 @@ T = TypeVar("T")
 
 
 # --- SQLite side: plain functions run on the coordinator's thread ------------------------
-
-
-def _connect(path: Path) -> sqlite3.Connection:
-    conn = sqlite3.connect(path, timeout=BUSY_TIMEOUT, isolation_level=None)
-    deadline = time.monotonic() + BUSY_TIMEOUT
-    while True:  # SQLite does not apply the busy timeout to the switch to WAL
-        try:
-            conn.execute("PRAGMA journal_mode=WAL")
-            break
-        except sqlite3.OperationalError as error:
-            if error.sqlite_errorcode != sqlite3.SQLITE_BUSY or time.monotonic() > deadline:
-                raise
-            time.sleep(0.01)
-    conn.execute("PRAGMA synchronous=NORMAL")
-    return conn
 
 
 class _Transaction:
@@ -296,36 +281,11 @@ def _update_config(
         return updated
 
 
-class _Thread:
-    """A thread that owns one SQLite connection; `run(fn, *args)` calls `fn(conn, *args)` on it."""
+def _unavailable(path: Path) -> Callable[[sqlite3.Error], Exception]:
+    def translate(exc: sqlite3.Error) -> Exception:
+        return BackendUnavailable(f"{path}: {exc}")
 
-    def __init__(self, path: Path) -> None:
-        self._path = path
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="threadcast-coord")
-        self._conn: sqlite3.Connection | None = None
-
-    async def open(self) -> None:
-        await self.run(_create_schema)
-
-    async def run(self, fn: Callable[..., T], *args: Any) -> T:
-        return await asyncio.get_running_loop().run_in_executor(self._executor, self._call, fn, args)
-
-    def _call(self, fn: Callable[..., T], args: tuple[Any, ...]) -> T:
-        try:
-            if self._conn is None:
-                self._conn = _connect(self._path)
-            return fn(self._conn, *args)
-        except sqlite3.Error as exc:
-            raise BackendUnavailable(f"{self._path}: {exc}") from exc
-
-    async def close(self) -> None:
-        await asyncio.get_running_loop().run_in_executor(self._executor, self._close)
-        self._executor.shutdown(wait=False)
-
-    def _close(self) -> None:
-        if self._conn is not None:
-            self._conn.close()
-            self._conn = None
+    return translate
 
 
 # --- asyncio side -------------------------------------------------------------------------
@@ -347,13 +307,13 @@ class SqliteCoordinator(Coordinator):
         self.poll_interval = poll_interval
         """How often watchers and candidates look at what other processes wrote."""
         self.session = ""
-        self._db: _Thread | None = None
+        self._db: SqliteThread | None = None
         self._keep_alive: asyncio.Task[None] | None = None
         self._registrations: dict[str, Registration] = {}
         self._start_lock = asyncio.Lock()
 
     @property
-    def db(self) -> _Thread:
+    def db(self) -> SqliteThread:
         if self._db is None:
             raise CoordinationError("the embedded coordinator is not started")
         return self._db
@@ -363,9 +323,12 @@ class SqliteCoordinator(Coordinator):
             if self._db is not None:
                 return
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            db = _Thread(self.path)
+            db = SqliteThread(
+                self.path, busy_timeout=BUSY_TIMEOUT, name="threadcast-coord", translate=_unavailable(self.path)
+            )
             try:
                 await db.open()
+                await db.run(_create_schema)
                 self.session = uuid.uuid4().hex
                 opened = time.time()
                 await db.run(_open_session, self.session, self.session_timeout, [])
