@@ -51,7 +51,7 @@ def create_app(system: System) -> FastAPI:
         POSTS_CREATED.inc()
         system.wake_relay()
 
-    app.include_router(build_router(system.repo, system.settings.max_message_bytes, on_post))
+    app.include_router(build_router(system.repo, lambda: system.runner.live.current, on_post))
     app.include_router(build_edge_auth_router(system.settings))
     if system.hub is not None:
         app.router.routes.extend(edge_routes(system.hub, system.settings))

@@ -132,7 +132,7 @@ def run(
 ) -> None:
     """Run services until SIGTERM or SIGINT. A SERVICE is a built-in name (relay, dispatcher,
     formatter), a module:attribute or a path/to/file.py[:attribute]."""
-    from threadcast.system import remote_edge_publisher
+    from threadcast.system import follow_live_edges, remote_edge_publisher
     from threadcast.toolkit import Backends, Runner
 
     settings = _settings(config, ops_port=ops_port)
@@ -140,8 +140,10 @@ def run(
     if len({service.name for service in found}) < len(found):
         raise click.BadParameter("a service is named twice", param_hint="SERVICE")
     configure_logging(log_level)
-    backends = Backends.from_settings(settings, edge=remote_edge_publisher(settings))
+    edge = remote_edge_publisher(settings)
+    backends = Backends.from_settings(settings, edge=edge)
     runner = Runner(found, backends, settings=settings, concurrency=concurrency, grace=grace, ops_port=settings.ops_port)
+    follow_live_edges(runner, edge)
     try:
         raise SystemExit(runner.run())
     except ValidationError as exc:  # a service's own configuration (its `config` type)

@@ -8,6 +8,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 from threadcast.bus.factory import open_log, open_queue
 from threadcast.config import Settings
+from threadcast.coord import open_coordinator
 from threadcast.edge.http_publisher import HttpEdgePublisher
 from threadcast.store.db import Database
 from threadcast.system import edge_publisher_urls
@@ -18,6 +19,8 @@ HINTS = {
     "advertised listener reachable from here?",
     "queue": "is THREADCAST_QUEUE_URL right (user, password, vhost)? For RabbitMQ: is the broker up "
     "(dev/services up rabbitmq)?",
+    "coord": "is THREADCAST_COORD_URL right? For ZooKeeper: is it up (dev/services up zookeeper) and does "
+    "the chroot path look like /threadcast?",
     "edge": "is THREADCAST_EDGE_URL right, and does every edge answer on its /pub/ location from this host?",
 }
 
@@ -58,6 +61,7 @@ async def run_doctor(settings: Settings) -> list[Check]:
         _check("database", settings.resolved_database_url(), Database(settings.resolved_database_url())),
         _check("log", settings.resolved_log_url(), open_log(settings.resolved_log_url())),
         _check("queue", settings.resolved_queue_url(), open_queue(settings.resolved_queue_url())),
+        _check("coord", settings.resolved_coord_url(), open_coordinator(settings.resolved_coord_url())),
     ]
     if settings.edge_url != "embedded":
         checks.append(_check("edge", settings.edge_url, HttpEdgePublisher(edge_publisher_urls(settings.edge_url))))

@@ -38,10 +38,18 @@ def remote_edge_publisher(settings: Settings) -> HttpEdgePublisher:
     return HttpEdgePublisher(edge_publisher_urls(settings.edge_url))
 
 
+def follow_live_edges(runner: Runner, publisher: HttpEdgePublisher) -> None:
+    """Have `publisher` send to the live configuration's `edges` while any are set, else to
+    the edges it was made with (call before `runner.start()`)."""
+    configured = list(publisher.urls)
+    runner.live.on_change(lambda live: publisher.set_urls(list(live.edges) or configured))
+
+
 class System:
     """The backends named by the settings (the embedded edge's hub when `edge_url` is
     `embedded`) and a `Runner` of the built-in `services` on them. `start()` starts the
-    backends and the services; `close()` lets the services finish the work in hand, then
+    backends and the services. The hub's buffers, or the edges published to, follow the live
+    configuration; `close()` lets the services finish the work in hand, then
     closes every backend."""
 
     def __init__(self, settings: Settings, services: tuple[str, ...] = ()) -> None:
@@ -53,6 +61,11 @@ class System:
         self.db: Database = self.backends.require("database", "the API")
         self.repo = Repository(self.db, settings.events_topic)
         self.runner = Runner(builtin_services(services), self.backends, settings=settings)
+        if self.hub is not None:
+            hub = self.hub
+            self.runner.live.on_change(lambda new: hub.configure(new.channels.buffer_length, new.channels.buffer_ttl))
+        else:
+            follow_live_edges(self.runner, self.backends.require("edge", "the API"))
         self._relays_here = "relay" in services
         self._loop: asyncio.AbstractEventLoop | None = None
 

@@ -6,6 +6,7 @@ import httpx
 import pytest
 from sqlalchemy import select
 
+from tests.toolkit.helpers import wait_until
 from threadcast.app import create_app
 from threadcast.config import Settings
 from threadcast.events import decode_event
@@ -166,3 +167,19 @@ async def test_openapi_and_health(client):
     assert (await client.get("/healthz")).json() == {"status": "ok"}
     ready = await client.get("/readyz")
     assert ready.status_code == 200 and ready.json()["ready"] is True
+
+
+async def test_the_api_follows_the_live_configuration(client, system, thread):
+    """Maintenance mode and the message size limit apply without a restart."""
+    url = f"/api/v1/threads/{thread['id']}/posts"
+    coord = system.backends.require("coord", "the test")
+    await coord.set_config("maintenance.enabled", True)
+    await wait_until(lambda: system.runner.live.current.maintenance.enabled, "maintenance mode")
+    closed = await client.post(url, json={"author_name": "a", "message": "m"})
+    assert closed.status_code == 503 and closed.json()["error"]["code"] == "maintenance"
+    assert (await client.get(url)).status_code == 200
+    await coord.set_config("maintenance.enabled", False)
+    await coord.set_config("max_message_bytes", 2048)
+    await wait_until(lambda: system.runner.live.current.max_message_bytes == 2048, "the new size limit")
+    assert (await client.post(url, json={"author_name": "a", "message": "x" * 2000})).status_code == 201
+    assert (await client.post(url, json={"author_name": "a", "message": "x" * 2049})).status_code == 413

@@ -238,3 +238,18 @@ async def test_many_idle_subscribers_and_a_wide_fan_out():
     assert all(drain(sub) == [b"hello"] for sub in audience)
     assert all(sub.get_nowait() is None for sub in idle)
     assert hub.stats().subscribers == 11_000
+
+
+async def test_configure_shrinks_buffers_and_applies_the_new_ttl():
+    clock = Clock()
+    hub = Hub(buffer_length=10, buffer_ttl=100, clock=clock)
+    await publish_all(hub, "thread:1", b"1", b"2", b"3", b"4")
+    hub.configure(buffer_length=2, buffer_ttl=100)
+    replay = hub.subscribe(["thread:1"], modified_since=0)
+    assert drain(replay) == [b"3", b"4"]
+    replay.close()
+    clock.now += 50
+    hub.configure(buffer_length=2, buffer_ttl=40)
+    assert hub.channel_info("thread:1") is None
+    with pytest.raises(ValueError):
+        hub.configure(buffer_length=0, buffer_ttl=1)

@@ -1,5 +1,5 @@
 """The built-in services (relay, dispatcher, formatter) on the toolkit's test kit: in-memory
-log, queue and edge, and the real SQLite database where the relay needs one."""
+log, queue and edge, and the real SQLite database and coordinator where the relay needs them."""
 
 from __future__ import annotations
 
@@ -12,14 +12,15 @@ import pytest
 
 from tests.toolkit.helpers import wait_until
 from threadcast.config import Settings
+from threadcast.coord import Coordinator, NotLeaderError, open_coordinator
 from threadcast.edge.hub import Hub
 from threadcast.edge.publisher import EdgeError
 from threadcast.events import Event, PushMessage, decode_event, decode_push
 from threadcast.services import dispatcher, formatter, relay
 from threadcast.store.db import Database
 from threadcast.store.repository import Repository
-from threadcast.system import remote_edge_publisher
-from threadcast.toolkit import Backends, MemoryInbox, TestKit
+from threadcast.system import follow_live_edges, remote_edge_publisher
+from threadcast.toolkit import Backends, BackendMissing, MemoryInbox, Runner, TestKit
 from threadcast.toolkit.memory import MemoryEdge, MemoryLog, MemoryQueue
 
 FORMAT_QUEUE = "realtime.format"
@@ -240,6 +241,12 @@ async def database(data_dir) -> AsyncIterator[Database]:
     await db.close()
 
 
+@pytest.fixture
+def coord(data_dir) -> Coordinator:
+    """Started and closed by the runner's backends."""
+    return open_coordinator(f"sqlite:///{data_dir / 'coord.db'}")
+
+
 async def new_posts(repo: Repository, count: int) -> list[dict]:
     await repo.create_forum("demo", "Demo")
     thread, _ = await repo.get_or_create_thread("demo", "t", "T", "/")
@@ -253,12 +260,13 @@ def relayed(log: MemoryLog, topic: str = "events") -> list[Event]:
     return [decode_event(r.value) for r in records]
 
 
-async def test_relay_moves_outbox_rows_in_order_and_deletes_them(database):
+async def test_relay_moves_outbox_rows_in_order_and_deletes_them(database, coord):
     repo = Repository(database)
     posts = await new_posts(repo, 5)
     log = MemoryLog()
     settings = Settings(poll_interval=3600)  # only the first run and wake() move anything
-    async with TestKit(relay.service, backends=Backends(database=database, log=log), settings=settings) as kit:
+    backends = Backends(coord=coord, database=database, log=log)
+    async with TestKit(relay.service, backends=backends, settings=settings) as kit:
         await wait_until(lambda: len(relayed(log)) == 5, "the first run")
         assert await repo.outbox_size() == 0
         [later] = await new_posts(repo, 1)
@@ -269,11 +277,11 @@ async def test_relay_moves_outbox_rows_in_order_and_deletes_them(database):
     assert await repo.outbox_size() == 0
 
 
-async def test_relay_keeps_rows_the_log_did_not_take(database):
+async def test_relay_keeps_rows_the_log_did_not_take(database, coord):
     repo = Repository(database, topic="later")  # a topic nobody created yet: appends fail
     await new_posts(repo, 2)
     log = MemoryLog()
-    async with TestKit(relay.service, backends=Backends(database=database, log=log)) as kit:
+    async with TestKit(relay.service, backends=Backends(coord=coord, database=database, log=log)) as kit:
         await wait_until(
             lambda: kit.metric("threadcast_timer_runs_total", service="relay", timer="relay", outcome="error") >= 1,
             "a failed run",
@@ -285,12 +293,31 @@ async def test_relay_keeps_rows_the_log_did_not_take(database):
     assert await repo.outbox_size() == 0
 
 
+async def test_a_relay_fenced_off_by_a_newer_epoch_moves_nothing(database):
+    repo = Repository(database)
+    await new_posts(repo, 2)
+    log = MemoryLog()
+    await log.create_topic("events", 1)
+    assert await relay.relay_once(database, log, epoch=7) == 2
+    await new_posts(repo, 1)
+    with pytest.raises(NotLeaderError):
+        await relay.relay_once(database, log, epoch=6)
+    assert (len(relayed(log)), await repo.outbox_size()) == (2, 1)
+    assert await relay.relay_once(database, log, epoch=8) == 1
+
+
+async def test_the_relay_runs_only_with_a_coordinator(database):
+    with pytest.raises(BackendMissing, match="relay.relay needs the coord backend"):
+        async with TestKit(relay.service, backends=Backends(database=database, log=MemoryLog())):
+            pass
+
+
 # -- the three together ----------------------------------------------------------------------
 
 
-async def test_a_saved_post_reaches_the_edge_through_relay_dispatcher_and_formatter(database):
+async def test_a_saved_post_reaches_the_edge_through_relay_dispatcher_and_formatter(database, coord):
     repo = Repository(database)
-    backends = memory_backends(database=database)
+    backends = memory_backends(database=database, coord=coord)
     services = (relay.service, dispatcher.service, formatter.service)
     async with TestKit(*services, backends=backends, settings=Settings(poll_interval=3600)) as kit:
         [saved] = await new_posts(repo, 1)
@@ -319,3 +346,14 @@ async def test_a_saved_post_reaches_the_edge_through_relay_dispatcher_and_format
 )
 def test_a_service_process_publishes_to_the_api_process_or_to_the_configured_edges(settings, urls):
     assert remote_edge_publisher(settings).urls == urls
+
+
+async def test_a_service_process_publishes_to_the_live_edges_while_any_are_set(coord):
+    publisher = remote_edge_publisher(Settings(edge_url="http://127.0.0.1:8001"))
+    runner = Runner([], Backends(coord=coord))
+    follow_live_edges(runner, publisher)
+    async with runner:
+        await coord.set_config("edges", ["nchan+http://127.0.0.1:8080", "http://127.0.0.2:8001/"])
+        await wait_until(lambda: publisher.urls == ["http://127.0.0.1:8080", "http://127.0.0.2:8001"], "the live edges")
+        await coord.set_config("edges", [])
+        await wait_until(lambda: publisher.urls == ["http://127.0.0.1:8001"], "the configured edge again")

@@ -6,9 +6,10 @@ import base64
 from collections.abc import Callable
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Header, Query, Response
+from fastapi import APIRouter, Depends, Header, Query, Request, Response
 
 from threadcast.api.errors import ApiError
+from threadcast.coord import LiveConfig
 from threadcast.api.schemas import (
     ErrorOut,
     ForumIn,
@@ -22,7 +23,7 @@ from threadcast.api.schemas import (
 from threadcast.store.repository import Repository, ThreadView
 from threadcast.store.sanitize import clean_message
 
-ERRORS = {code: {"model": ErrorOut} for code in (400, 404, 409, 413, 422)}
+ERRORS = {code: {"model": ErrorOut} for code in (400, 404, 409, 413, 422, 503)}
 
 
 def _thread_out(thread: ThreadView) -> ThreadOut:
@@ -51,9 +52,17 @@ def decode_cursor(cursor: str) -> int:
         raise ApiError(400, "bad_cursor", "cursor is not one this API returned") from None
 
 
-def build_router(repo: Repository, max_message_bytes: int, on_post: Callable[[], None]) -> APIRouter:
-    """`on_post` is called after a post committed (it wakes the outbox relay)."""
-    router = APIRouter(prefix="/api/v1", responses=ERRORS)
+def build_router(repo: Repository, live: Callable[[], LiveConfig], on_post: Callable[[], None]) -> APIRouter:
+    """`live()` is the live configuration now (message size limit, maintenance mode: every
+    POST answers 503 while it is on); `on_post` is called after a post committed (it wakes
+    the outbox relay)."""
+
+    async def writable(request: Request) -> None:
+        maintenance = live().maintenance
+        if maintenance.enabled and request.method == "POST":
+            raise ApiError(503, "maintenance", maintenance.message or "down for maintenance; try again later")
+
+    router = APIRouter(prefix="/api/v1", responses=ERRORS, dependencies=[Depends(writable)])
 
     @router.post("/forums", status_code=201, response_model=ForumOut, tags=["forums"])
     async def create_forum(body: ForumIn, response: Response) -> ForumOut:
@@ -93,6 +102,7 @@ def build_router(repo: Repository, max_message_bytes: int, on_post: Callable[[],
         idempotency_key: Annotated[str | None, Header(max_length=128)] = None,
     ) -> PostOut:
         """Post a comment. Retrying with the same `Idempotency-Key` returns the same post."""
+        max_message_bytes = live().max_message_bytes
         if len(body.message.encode()) > max_message_bytes:
             raise ApiError(413, "message_too_large", f"message over {max_message_bytes} bytes")
         message = clean_message(body.message)

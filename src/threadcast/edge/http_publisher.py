@@ -35,15 +35,20 @@ class HttpEdgePublisher(EdgePublisher):
         timeout: float = 5.0,
         backoff: float = 0.05,
     ) -> None:
-        if not urls:
-            raise ValueError("at least one edge URL is needed")
-        self.urls = [edge_base_url(url) for url in urls]
+        self.urls: list[str] = []
+        self.set_urls(urls)
         self.concurrency = concurrency
         self.retries = retries
         self.timeout = timeout
         self.backoff = backoff
         self._client: httpx.AsyncClient | None = None
         self._slots = asyncio.Semaphore(concurrency)
+
+    def set_urls(self, urls: list[str]) -> None:
+        """Publish to these edges from now on (publishes in flight keep their targets)."""
+        if not urls:
+            raise ValueError("at least one edge URL is needed")
+        self.urls = [edge_base_url(url) for url in urls]
 
     async def start(self) -> None:
         if self._client is None:

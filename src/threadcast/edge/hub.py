@@ -323,6 +323,18 @@ class Hub(EdgePublisher):
 
     # -- buffers ------------------------------------------------------------------------------
 
+    def configure(self, buffer_length: int, buffer_ttl: float) -> None:
+        """Change the buffer length and TTL of every channel now (the live configuration);
+        buffers over the new limits lose their oldest messages."""
+        if buffer_length < 1 or buffer_ttl <= 0:
+            raise ValueError("buffer_length and buffer_ttl must be positive")
+        self.buffer_length = buffer_length
+        self.buffer_ttl = buffer_ttl
+        for state in self._channels.values():
+            while len(state.buffer) > buffer_length:
+                state.evict_oldest()
+        self.sweep()
+
     def _evict_expired(self, state: _Channel) -> None:
         horizon = self._clock() - self.buffer_ttl
         while state.buffer and state.buffer[0].message.time <= horizon:

@@ -1,46 +1,63 @@
 """Outbox relay: moves committed events from the database outbox to the event log, in order.
 
+A singleton duty: every relay process stands for election (`leader="relay"`) and only the
+leader relays. Each batch is one database transaction that first advances the relay's fence
+to the leader's epoch (`threadcast.store.fences`), then reads the batch, appends it to the log
+and deletes it: a deposed leader can never relay after a newer one started, so no event is
+appended out of order.
+
 Crash-safe: rows are deleted only after the log acknowledged them, so a crash in between
 appends them again (same event ids; consumers skip duplicates). The API process wakes the
 relay after each commit (`runner.wake("relay", "relay")`); commits made by other processes
-are picked up within `poll_interval`. Run one relay per database.
+are picked up within `poll_interval`.
 """
 
 from __future__ import annotations
 
 import itertools
 
+from sqlalchemy import delete, select
+
 from threadcast.bus.log import EventLog, Message
 from threadcast.metrics import EVENTS_RELAYED
-from threadcast.store.repository import Repository
+from threadcast.store.db import Database
+from threadcast.store.fences import advance_fence
+from threadcast.store.models import OutboxEvent
 from threadcast.toolkit import EVENT_ID_HEADER, Context, Service, setting
 
 BATCH = 500
+DUTY = "relay"
 
 service = Service("relay", description="moves committed events from the database outbox to the event log, in order")
 
 
 @service.on_startup
-async def open_outbox(ctx: Context) -> None:
-    ctx.state.repo = Repository(ctx.database, ctx.settings.events_topic)
+async def create_topic(ctx: Context) -> None:
     await ctx.log.create_topic(ctx.settings.events_topic, ctx.settings.log_partitions)
 
 
-async def relay_once(repo: Repository, event_log: EventLog, batch: int = BATCH) -> int:
-    """Relay one batch; return how many events moved."""
-    rows = await repo.outbox_batch(batch)
-    if not rows:
-        return 0
-    for topic, group in itertools.groupby(rows, key=lambda row: row.topic):
-        messages = [Message(value=r.payload, key=r.key, headers={EVENT_ID_HEADER: r.event_id}) for r in group]
-        await event_log.append(topic, messages)
-    await repo.outbox_delete([row.id for row in rows])
+async def relay_once(database: Database, event_log: EventLog, epoch: int, batch: int = BATCH) -> int:
+    """Relay one batch as the leader of `epoch` (`NotLeaderError` when a newer leader acted);
+    return how many events moved."""
+    async with database.session() as session:
+        if await session.scalar(select(OutboxEvent.id).limit(1)) is None:
+            return 0  # nothing to relay: no write transaction
+    async with database.session() as session, session.begin():
+        await advance_fence(session, DUTY, epoch)
+        rows = list((await session.scalars(select(OutboxEvent).order_by(OutboxEvent.id).limit(batch))).all())
+        if not rows:
+            return 0
+        for topic, group in itertools.groupby(rows, key=lambda row: row.topic):
+            messages = [Message(value=r.payload, key=r.key, headers={EVENT_ID_HEADER: r.event_id}) for r in group]
+            await event_log.append(topic, messages)
+        await session.execute(delete(OutboxEvent).where(OutboxEvent.id.in_([row.id for row in rows])))
     EVENTS_RELAYED.inc(len(rows))
     return len(rows)
 
 
-@service.timer(every=setting("poll_interval"), run_at_start=True)
+@service.timer(every=setting("poll_interval"), run_at_start=True, leader=DUTY)
 async def relay(ctx: Context) -> None:
     """Relay until the outbox is empty."""
-    while await relay_once(ctx.state.repo, ctx.log):
+    assert ctx.term is not None
+    while await relay_once(ctx.database, ctx.log, ctx.term.epoch):
         pass

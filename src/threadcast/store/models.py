@@ -96,6 +96,16 @@ class OutboxEvent(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
 
 
+class Fence(Base):
+    """Per singleton duty, the newest leadership epoch that acted on this database: a leader
+    with an older epoch is refused (see `threadcast.store.fences`)."""
+
+    __tablename__ = "fences"
+
+    duty: Mapped[str] = mapped_column(String(64), primary_key=True)
+    epoch: Mapped[int] = mapped_column(BigInteger)
+
+
 class InboxEntry(Base):
     """Event ids a consumer has processed, to skip redeliveries."""
 

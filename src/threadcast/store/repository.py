@@ -8,7 +8,7 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -195,15 +195,6 @@ class Repository:
             return [post_dict(p) for p in (await session.scalars(query)).all()]
 
     # outbox
-
-    async def outbox_batch(self, limit: int) -> list[OutboxEvent]:
-        async with self.db.session() as session:
-            query = select(OutboxEvent).order_by(OutboxEvent.id).limit(limit)
-            return list((await session.scalars(query)).all())
-
-    async def outbox_delete(self, ids: list[int]) -> None:
-        async with self.db.session() as session, session.begin():
-            await session.execute(delete(OutboxEvent).where(OutboxEvent.id.in_(ids)))
 
     async def outbox_size(self) -> int:
         async with self.db.session() as session:

@@ -12,6 +12,7 @@ from threadcast.bus.factory import open_log, open_queue
 from threadcast.bus.log import EventLog
 from threadcast.bus.queue import WorkQueue
 from threadcast.config import Settings
+from threadcast.coord import Coordinator, LiveConfig, open_coordinator
 from threadcast.edge.publisher import EdgePublisher
 from threadcast.store.db import Database
 from threadcast.toolkit.errors import BackendMissing
@@ -25,12 +26,14 @@ READINESS_TIMEOUT = 3.0
 
 @dataclass
 class Backends:
-    """Any of: an event log, a work queue, a push edge, an inbox, the project database.
+    """Any of: the coordinator, an event log, a work queue, a push edge, an inbox, the
+    project database.
 
     A runner starts them (in this order) before its services and closes them (in reverse)
     after. A service that needs one that is missing fails at start with `BackendMissing`.
     `log_partitions` is used to create the topics subscribers read, when missing."""
 
+    coord: Coordinator | None = None
     database: Database | None = None
     log: EventLog | None = None
     queue: WorkQueue | None = None
@@ -40,11 +43,12 @@ class Backends:
 
     @classmethod
     def from_settings(cls, settings: Settings, *, edge: EdgePublisher | None = None) -> Backends:
-        """The configured database (with an SQL inbox), event log and work queue. The edge
-        publisher is the caller's choice (in process with the API, or over HTTP)."""
+        """The configured coordinator, database (with an SQL inbox), event log and work queue.
+        The edge publisher is the caller's choice (in process with the API, or over HTTP)."""
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         database = Database(settings.resolved_database_url())
         return cls(
+            coord=open_coordinator(settings.resolved_coord_url(), defaults=LiveConfig.from_settings(settings)),
             database=database,
             log=open_log(settings.resolved_log_url(), poll_interval=settings.poll_interval),
             queue=open_queue(settings.resolved_queue_url(), poll_interval=settings.poll_interval),

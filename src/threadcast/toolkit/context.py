@@ -13,11 +13,13 @@ import structlog
 from threadcast.bus.log import EventLog, Message
 from threadcast.bus.queue import WorkQueue
 from threadcast.config import Settings
+from threadcast.coord import Coordinator, LiveConfig, Term
 from threadcast.edge.publisher import EdgePublisher
 from threadcast.store.db import Database
 from threadcast.toolkit.backends import Backends
 from threadcast.toolkit.codec import encode
 from threadcast.toolkit.inbox import Inbox, once
+from threadcast.toolkit.live import LiveView
 from threadcast.toolkit.metrics import Metrics
 
 EVENT_ID_HEADER = "event_id"
@@ -34,6 +36,7 @@ class Scope:
     metrics: Metrics
     config: Any = None
     state: SimpleNamespace = field(default_factory=SimpleNamespace)
+    live: LiveView | None = None
 
 
 class Context:
@@ -43,7 +46,9 @@ class Context:
       a batch handler's context has no single event id);
     - `settings` (threadcast's), `config` (the service's own), `state` (a namespace shared by
       the service's handlers: startup hooks put clients there);
-    - backends: `edge`, `queue`, `log`, `inbox`, `database` (BackendMissing if not configured);
+    - backends: `edge`, `queue`, `log`, `inbox`, `database`, `coord` (BackendMissing if not
+      configured); `live`: the live configuration now;
+    - `term`: for a leader-only timer, the leadership term it runs in (its `epoch` fences);
     - `logger`: a structlog logger bound with the service, the handler and the event id;
     - producing: `publish` (work queue), `append` (event log), `push` (edge), counted as
       messages out; `once` for idempotent side effects.
@@ -57,8 +62,10 @@ class Context:
         event_id: str | None = None,
         attempt: int = 0,
         headers: Mapping[str, str] | None = None,
+        term: Term | None = None,
     ) -> None:
         self._scope = scope
+        self.term = term
         self.service = scope.service
         self.handler = handler
         self.event_id = event_id
@@ -102,6 +109,16 @@ class Context:
     @property
     def database(self) -> Database:
         return self._backend("database")
+
+    @property
+    def coord(self) -> Coordinator:
+        return self._backend("coord")
+
+    @property
+    def live(self) -> LiveConfig:
+        if self._scope.live is None:
+            return LiveConfig.from_settings(self.settings)
+        return self._scope.live.current
 
     async def publish(
         self,

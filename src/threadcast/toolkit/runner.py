@@ -12,12 +12,15 @@ from prometheus_client import REGISTRY, CollectorRegistry, generate_latest
 
 from threadcast.bus.queue import QueueSpec
 from threadcast.config import Settings
+from threadcast.coord import LiveConfig, MemberInfo, Registration
 from threadcast.toolkit.aio import Shutdown, Stopped
 from threadcast.toolkit.backends import Backends
 from threadcast.toolkit.backoff import Backoff
 from threadcast.toolkit.codec import Codec
 from threadcast.toolkit.context import Context, Scope
 from threadcast.toolkit.handling import Handler
+from threadcast.toolkit.leader import run_as_leader
+from threadcast.toolkit.live import LiveView
 from threadcast.toolkit.log_worker import LogWorker
 from threadcast.toolkit.metrics import Metrics
 from threadcast.toolkit.ops import OpsServer, ops_app
@@ -35,8 +38,10 @@ DEFAULT_INBOX_TTL = 7 * 24 * 3600.0
 class Runner:
     """Runs one or more services on the given backends.
 
-    `start()` starts the backends, declares the queues and creates the topics the handlers
-    use, runs each service's startup hooks, and starts consuming. `stop()` stops taking
+    `start()` starts the backends and the live configuration watch, declares the queues and
+    creates the topics the handlers use, runs each service's startup hooks, starts consuming
+    and registers each service as a member (role: its name) on the coordinator. Leader-only
+    timers run only while this process leads their duty. `stop()` deregisters, stops taking
     work, lets the work in flight finish (acked, committed) for up to `grace` seconds and
     cancels the rest (unacked: delivered again), runs the shutdown hooks and closes the
     backends. `serve()` does both around SIGTERM / SIGINT (a second signal cuts the grace
@@ -74,6 +79,8 @@ class Runner:
         self.backends = backends
         self.settings = settings or Settings()
         self.metrics = Metrics.on(registry)
+        self.live = LiveView(backends.coord, LiveConfig.from_settings(self.settings))
+        """The live configuration (the settings' values when no coordinator is given)."""
         self._configs = dict(configs or {})
         self._concurrency = concurrency
         self._grace = grace
@@ -85,6 +92,7 @@ class Runner:
         self._workers: list[AnyWorker] = []
         self._tasks: list[asyncio.Task[None]] = []
         self._ops: OpsServer | None = None
+        self._registrations: list[Registration] = []
         self.state = "created"
         """created, starting, running, stopping or stopped."""
 
@@ -96,17 +104,25 @@ class Runner:
         self.state = "starting"
         await self.backends.start()
         try:
+            await self.live.start()
             for service in self.services:
                 await self._start_service(service)
             if self._ops_address[1] is not None:
                 self._ops = OpsServer(ops_app(self.health, self.readiness, self.metrics_text), *self._ops_address)
                 await self._ops.start()
+            await self._register()
         except BaseException:
+            await self._deregister()
+            if self._ops is not None:
+                await self._ops.stop()
             await self._run_shutdown_hooks()
+            await self.live.close()
             await self.backends.close()
             self.state = "stopped"
             raise
-        self._tasks = [asyncio.create_task(worker.run(), name=_task_name(worker)) for worker in self._workers]
+        self._tasks = [
+            asyncio.create_task(self._run_worker(worker), name=_task_name(worker)) for worker in self._workers
+        ]
         if self.backends.inbox is not None:
             self._tasks.append(asyncio.create_task(self._compact_inbox(), name="inbox-compaction"))
         self.state = "running"
@@ -116,6 +132,7 @@ class Runner:
         if self.state != "running":
             return
         self.state = "stopping"
+        await self._deregister()
         log.info("stopping: finishing the work in flight", grace=self._grace)
         self._shutdown.stopping.set()
         _, pending = await asyncio.wait(self._tasks, timeout=self._grace) if self._tasks else (set(), set())
@@ -129,6 +146,7 @@ class Runner:
         await self._run_shutdown_hooks()
         if self._ops is not None:
             await self._ops.stop()
+        await self.live.close()
         await self.backends.close()
         self._shutdown.close()
         self.state = "stopped"
@@ -217,7 +235,7 @@ class Runner:
             config = self._configs[service.name]
         else:
             config = service.config() if service.config is not None else None
-        scope = Scope(service.name, self.backends, self.settings, self.metrics, config=config)
+        scope = Scope(service.name, self.backends, self.settings, self.metrics, config=config, live=self.live)
         endpoints = service.resolved(self.settings)
         for endpoint in endpoints:
             await self._prepare(service.name, endpoint)
@@ -229,7 +247,9 @@ class Runner:
     async def _prepare(self, service: str, endpoint: Endpoint) -> None:
         """Check the backends an endpoint needs; declare its queues, create its topic."""
         needed_by = f"{service}.{endpoint.name}"
-        if isinstance(endpoint, ConsumerSpec):
+        if isinstance(endpoint, TimerSpec) and endpoint.leader is not None:
+            self.backends.require("coord", needed_by)
+        elif isinstance(endpoint, ConsumerSpec):
             queue = self.backends.require("queue", needed_by)
             await queue.declare(QueueSpec(endpoint.queue, max_attempts=endpoint.max_attempts))
         elif isinstance(endpoint, SubscriberSpec):
@@ -292,6 +312,33 @@ class Runner:
             as_batch=endpoint.batch is not None,
         )
         return [subscriber, retries]
+
+    async def _run_worker(self, worker: AnyWorker) -> None:
+        if isinstance(worker, TimerWorker) and worker.spec.leader is not None:
+            assert self.backends.coord is not None  # checked by _prepare
+            await run_as_leader(worker, self.backends.coord, self._shutdown)
+        else:
+            await worker.run()
+
+    async def _register(self) -> None:
+        """Register each service as a member of its name's role (with the ops port and health
+        URL when the ops server runs)."""
+        coord = self.backends.coord
+        if coord is None:
+            return
+        port = self.ops_port or 0
+        health_url = f"http://{self._ops_address[0]}:{port}/healthz" if port else ""
+        info = MemberInfo.this_process(port=port, health_url=health_url)
+        for service in self.services:
+            self._registrations.append(await coord.register(service.name, info))
+
+    async def _deregister(self) -> None:
+        while self._registrations:
+            registration = self._registrations.pop()
+            try:
+                await registration.close()
+            except Exception:
+                log.warning("deregistering failed", role=registration.role, exc_info=True)
 
     async def _run_shutdown_hooks(self) -> None:
         while self._scopes:

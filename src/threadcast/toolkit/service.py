@@ -131,9 +131,12 @@ class TimerSpec:
     handler: Callable[..., Any]
     every: float | Setting
     run_at_start: bool = False
+    leader: str | None = None
+    """The duty: run only while this process is its elected leader."""
 
     def describe(self) -> str:
-        return f"timer {self.name}: every {self.every}s"
+        only = f" while leader of {self.leader!r}" if self.leader else ""
+        return f"timer {self.name}: every {self.every}s{only}"
 
 
 Endpoint = ConsumerSpec | SubscriberSpec | TimerSpec
@@ -261,14 +264,24 @@ class Service:
 
         return declare
 
-    def timer(self, every: float | Setting, *, run_at_start: bool = False, name: str | None = None) -> Callable[[F], F]:
+    def timer(
+        self,
+        every: float | Setting,
+        *,
+        run_at_start: bool = False,
+        name: str | None = None,
+        leader: str | None = None,
+    ) -> Callable[[F], F]:
         """Call the function every `every` seconds (`fn()` or `fn(ctx)`), one run at a time.
-        An error is logged and counted; the timer keeps going."""
+        An error is logged and counted; the timer keeps going. With `leader="<duty>"` it runs
+        only while this process is the duty's elected leader (one process at a time, on the
+        coordinator); `ctx.term` is then the term, and `NotLeaderError` ends it."""
         _require_positive(every=every)
 
         def declare(handler: F) -> F:
             timer_name = name or callable_name(handler)
-            self._add(TimerSpec(name=timer_name, handler=handler, every=every, run_at_start=run_at_start))
+            spec = TimerSpec(name=timer_name, handler=handler, every=every, run_at_start=run_at_start, leader=leader)
+            self._add(spec)
             return handler
 
         return declare

@@ -6,6 +6,7 @@ import asyncio
 
 import structlog
 
+from threadcast.coord import NotLeaderError, Term
 from threadcast.toolkit.aio import Shutdown, Stopped, until
 from threadcast.toolkit.backoff import Backoff
 from threadcast.toolkit.callables import Call
@@ -22,7 +23,9 @@ hammered, nor the log flooded), whatever `every` or `wake()` say."""
 class TimerWorker:
     """Runs `spec.handler` every `spec.every` seconds (counted from the end of the previous
     run), or at once when woken with `wake()`; after failed runs, not before a backoff. A run
-    in progress when the shutdown begins finishes within the grace period."""
+    in progress when the shutdown begins finishes within the grace period.
+
+    A leader-only timer runs in a term (`run(term)`); `NotLeaderError` from a run ends it."""
 
     def __init__(self, scope: Scope, spec: TimerSpec, shutdown: Shutdown) -> None:
         self.scope = scope
@@ -44,7 +47,7 @@ class TimerWorker:
         """Run now instead of at the next tick."""
         self._woken.set()
 
-    async def run(self) -> None:
+    async def run(self, term: Term | None = None) -> None:
         failures = 0
         while True:
             try:
@@ -55,10 +58,12 @@ class TimerWorker:
                 return
             self._running = True
             try:
-                if not await self._shutdown.finish(self._call(Context(self.scope, self.spec.name))):
+                if not await self._shutdown.finish(self._call(Context(self.scope, self.spec.name, term=term))):
                     return  # cancelled: the grace period expired
                 self._ok.inc()
                 failures = 0
+            except NotLeaderError:
+                raise
             except Exception:
                 failures += 1
                 log.exception("timer failed", service=self.scope.service, timer=self.spec.name, failures=failures)
