@@ -25,6 +25,15 @@ def _parsed(parse: Callable[[str], T]) -> Callable[[click.Context, click.Paramet
     return callback
 
 
+def _setting(*names: str, help: str, **kwargs: Any) -> Callable[[T], T]:
+    """An option whose default (shown in --help) and type come from `BenchConfig`'s field of the
+    same name."""
+    field = names[0].lstrip("-").replace("-", "_")
+    default = getattr(DEFAULTS, field)
+    kwargs.setdefault("type", type(default))
+    return click.option(*names, default=default, show_default=True, help=help, **kwargs)
+
+
 @click.command()
 @click.option(
     "--scenarios",
@@ -33,19 +42,9 @@ def _parsed(parse: Callable[[str], T]) -> Callable[[click.Context, click.Paramet
     callback=_parsed(parse_scenarios),
     help="all, or some of embedded,brokers,nchan,raw-nchan (run in the order given).",
 )
-@click.option(
-    "--subscribers", "-s", type=int, default=DEFAULTS.subscribers, show_default=True, help="Subscriptions held open."
-)
-@click.option(
-    "--threads", "-t", type=int, default=DEFAULTS.threads, show_default=True, help="Threads they spread over."
-)
-@click.option(
-    "--zipf",
-    type=float,
-    default=DEFAULTS.zipf,
-    show_default=True,
-    help="Popularity skew: thread k has weight 1/k^ZIPF (0: uniform).",
-)
+@_setting("--subscribers", "-s", help="Subscriptions held open.")
+@_setting("--threads", "-t", help="Threads they spread over.")
+@_setting("--zipf", help="Popularity skew: thread k has weight 1/k^ZIPF (0: uniform).")
 @click.option(
     "--rate",
     "-p",
@@ -54,15 +53,8 @@ def _parsed(parse: Callable[[str], T]) -> Callable[[click.Context, click.Paramet
     callback=_parsed(parse_rate),
     help="Posts per second, or max (as fast as the system accepts, --inflight at a time).",
 )
-@click.option("--inflight", type=int, default=DEFAULTS.inflight, show_default=True, help="Posting connections.")
-@click.option(
-    "--duration",
-    "-d",
-    type=float,
-    default=DEFAULTS.duration,
-    show_default=True,
-    help="Seconds of posting per scenario.",
-)
+@_setting("--inflight", help="Posting connections.")
+@_setting("--duration", "-d", help="Seconds of posting per scenario.")
 @click.option(
     "--mix",
     default=DEFAULT_MIX,
@@ -70,46 +62,14 @@ def _parsed(parse: Callable[[str], T]) -> Callable[[click.Context, click.Paramet
     callback=_parsed(parse_mix),
     help="Transport weights of the subscribers: sse, websocket, longpoll.",
 )
-@click.option(
-    "--clients",
-    type=int,
-    default=DEFAULTS.clients,
-    show_default=True,
-    help="Subscriber client processes (0: one per 2,500 subscribers, at most one per core).",
-)
-@click.option(
-    "--connect-concurrency",
-    type=int,
-    default=DEFAULTS.connect_concurrency,
-    show_default=True,
-    help="Connections being opened at once, per client process.",
-)
-@click.option(
-    "--connect-timeout",
-    type=float,
-    default=DEFAULTS.connect_timeout,
-    show_default=True,
-    help="Seconds for every subscriber to be connected and counted by the edge.",
-)
-@click.option(
-    "--drain",
-    type=float,
-    default=DEFAULTS.drain,
-    show_default=True,
-    help="Most seconds to wait for the last deliveries.",
-)
-@click.option(
-    "--seed",
-    type=int,
-    default=DEFAULTS.seed,
-    show_default=True,
-    help="Seed of the workload (same seed, same workload).",
-)
-@click.option(
+@_setting("--clients", help="Subscriber client processes (0: one per 2,500 subscribers, at most one per core).")
+@_setting("--connect-concurrency", help="Connections being opened at once, per client process.")
+@_setting("--connect-timeout", help="Seconds for every subscriber to be connected and counted by the edge.")
+@_setting("--drain", help="Most seconds to wait for the last deliveries.")
+@_setting("--seed", help="Seed of the workload (same seed, same workload).")
+@_setting(
     "--out",
     type=click.Path(file_okay=False, path_type=Path),
-    default=DEFAULTS.out,
-    show_default=True,
     help="Where each run's folder (results.json, latency-cdf.png, throughput.png) goes.",
 )
 @click.option(
