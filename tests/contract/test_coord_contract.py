@@ -302,6 +302,26 @@ async def test_a_resigned_term_is_signalled_and_fails_its_check(coordinators):
         await term.check()
 
 
+async def test_a_duty_fenced_off_ends_its_term_and_the_next_term_has_a_greater_epoch(coordinators):
+    """A fence ahead of the epochs (as after the coordination data was lost) refuses the duty
+    with `NotLeaderError` though the backend still names this candidate: each refusal ends the
+    term, and the epochs climb past the fence."""
+    coordinator = await coordinators.new()
+    epochs: list[int] = []
+    terms: list[Term] = []
+
+    async def duty(term: Term) -> None:
+        epochs.append(term.epoch)
+        terms.append(term)
+        if term.epoch <= epochs[0] + 2:
+            raise NotLeaderError(f"fenced off: epoch {term.epoch}")
+
+    async with coordinator.leader("relay") as candidacy:
+        await asyncio.wait_for(candidacy.run(duty), DEADLINE)
+    assert epochs == sorted(set(epochs)) and epochs[-1] > epochs[0] + 2
+    assert all(term.lost.is_set() and "fenced off" in term.reason for term in terms[:-1])
+
+
 async def test_duties_never_overlap_and_stop_before_the_next_term(coordinators):
     """Each candidacy runs the duty in its terms; the leader's coordinator then closes (its run
     cancelled first, as a process shutting down does). The log of starts and stops must show

@@ -25,7 +25,9 @@ from websockets.asyncio.client import connect as ws_connect
 
 from tests.conftest import backend_params, free_port
 from threadcast.api.edge_auth import build_edge_auth_router
+from threadcast.api.rate_limits import RateLimits
 from threadcast.config import Settings
+from threadcast.coord import LiveConfig
 from threadcast.edge import subscriber
 from threadcast.edge.app import create_edge_app
 from threadcast.edge.auth import sign_subscription
@@ -98,7 +100,7 @@ async def edge(request: pytest.FixtureRequest) -> AsyncIterator[Edge]:
     buffer_length = int(os.environ.get("THREADCAST_TEST_NCHAN_BUFFER_LENGTH", settings.channel_buffer_length))
     # nginx asks the API to authorize private channels and to allow resumes: serve that part.
     authorizer = FastAPI()
-    authorizer.include_router(build_edge_auth_router(settings))
+    authorizer.include_router(build_edge_auth_router(settings, RateLimits(LiveConfig)))
     try:
         async with serving(authorizer, port=int(os.environ["THREADCAST_TEST_NCHAN_API_PORT"])):
             yield Edge(edge_base_url(url), publisher, settings.secret, buffer_length)

@@ -294,6 +294,26 @@ async def test_dead_letters_are_listed_up_to_the_limit_and_purged(work_queue, qu
     assert await work_queue.purge_dead_letters(queue_name) == 0
 
 
+async def test_dead_letters_are_counted_and_those_older_than_a_time_expire(work_queue, queue_name, open_reader):
+    reader = open_reader(queue_name)
+    await work_queue.publish(queue_name, b"old", message_id="old")
+    await (await reader.next()).reject("poison")
+    [old] = await work_queue.dead_letters(queue_name)
+    while time.time() <= old.dead_at:  # the next ones die strictly later
+        await asyncio.sleep(0.01)
+    for message_id in ("young-1", "young-2"):
+        await work_queue.publish(queue_name, message_id.encode(), message_id=message_id)
+        await (await reader.next()).reject("poison")
+    assert await work_queue.dead_letter_count(queue_name) == 3
+
+    assert await work_queue.expire_dead_letters(queue_name, old.dead_at) == 0
+    assert await work_queue.expire_dead_letters(queue_name, old.dead_at + 1e-6) == 1
+    assert [dead.message_id for dead in await work_queue.dead_letters(queue_name)] == ["young-1", "young-2"]
+    assert await work_queue.dead_letter_count(queue_name) == 2
+    assert await work_queue.expire_dead_letters(queue_name, time.time() + 1) == 2
+    assert await work_queue.dead_letter_count(queue_name) == 0
+
+
 async def test_depth_counts_ready_and_delayed_messages_not_those_in_flight(work_queue, queue_name, open_reader):
     await publish_numbered(work_queue, queue_name, 3)
     await depth_is(work_queue, queue_name, 3)

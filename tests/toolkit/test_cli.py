@@ -12,6 +12,7 @@ from click.testing import CliRunner, Result
 from threadcast.bus.queue import QueueSpec
 from threadcast.bus.sqlite_queue import SqliteQueue
 from threadcast.cli import main
+from threadcast.config import SERVICES
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "webhook_notifier.py"
 
@@ -61,9 +62,11 @@ def test_services_describes_the_built_in_services_with_the_configured_names(data
     result = threadcast(data_dir, "services", THREADCAST_FORMAT_QUEUE="fmt.q", THREADCAST_EVENTS_TOPIC="ev")
     assert result.exit_code == 0, result.output
     described = result.output.split("\n\n")
-    assert [block.split(":")[0] for block in described] == ["relay", "dispatcher", "formatter"]
+    assert [block.split(":")[0] for block in described] == list(SERVICES)
+    assert list(SERVICES[:4]) == ["relay", "dispatcher", "formatter", "janitor"]
     assert "subscriber dispatch: topic ev group realtime" in described[1]
     assert "consumer format: queue fmt.q" in described[2] and "ordered_by thread_id" in described[2]
+    assert "while leader of 'janitor'" in described[3]
 
 
 def test_services_describes_a_service_from_a_file(data_dir):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import httpx
 import pytest
 from sqlalchemy import select
@@ -9,7 +11,7 @@ from sqlalchemy import select
 from tests.toolkit.helpers import wait_until
 from threadcast.app import create_app
 from threadcast.config import Settings
-from threadcast.events import decode_event
+from threadcast.events import Event, decode_event
 from threadcast.store.models import OutboxEvent
 from threadcast.system import System
 
@@ -183,3 +185,138 @@ async def test_the_api_follows_the_live_configuration(client, system, thread):
     await wait_until(lambda: system.runner.live.current.max_message_bytes == 2048, "the new size limit")
     assert (await client.post(url, json={"author_name": "a", "message": "x" * 2000})).status_code == 201
     assert (await client.post(url, json={"author_name": "a", "message": "x" * 2049})).status_code == 413
+
+
+# -- votes -----------------------------------------------------------------------------------
+
+
+@pytest.fixture
+async def post(client, thread):
+    res = await client.post(f"/api/v1/threads/{thread['id']}/posts", json={"author_name": "ann", "message": "vote"})
+    return res.json()
+
+
+async def vote(client: httpx.AsyncClient, post_id: int, voter: str, value: int) -> httpx.Response:
+    return await client.post(f"/api/v1/posts/{post_id}/votes", json={"voter": voter, "value": value})
+
+
+async def outbox_events(system: System) -> list[Event]:
+    async with system.db.session() as session:
+        rows = (await session.scalars(select(OutboxEvent).order_by(OutboxEvent.id))).all()
+    return [decode_event(row.payload) for row in rows]
+
+
+async def test_a_vote_is_saved_with_its_event_and_a_repeat_changes_nothing(client, system, thread, post):
+    first = await vote(client, post["id"], "bob", 1)
+    assert first.status_code == 201
+    tally = {"post_id": post["id"], "voter": "bob", "value": 1, "score": 1, "upvotes": 1, "downvotes": 0}
+    assert first.json() == {**tally, "score_version": 1}
+    again = await vote(client, post["id"], "bob", 1)
+    assert again.status_code == 200 and again.json() == first.json()
+
+    events = await outbox_events(system)
+    assert [e.type for e in events] == ["post.created", "vote.created"]
+    cast = events[-1]
+    assert (cast.thread_id, cast.forum, cast.version) == (thread["id"], "news", 1)
+    assert {k: cast.payload[k] for k in tally} == tally
+    assert cast.payload["thread_id"] == thread["id"] and cast.payload["previous"] == 0
+    assert isinstance(cast.payload["id"], int)
+
+
+async def test_a_vote_can_be_turned_and_taken_back(client, system, post):
+    for voter, value in (("bob", 1), ("cy", 1), ("dee", -1)):
+        assert (await vote(client, post["id"], voter, value)).status_code == 201
+    turned = await vote(client, post["id"], "bob", -1)
+    assert turned.status_code == 200
+    assert (turned.json()["score"], turned.json()["upvotes"], turned.json()["downvotes"]) == (-1, 1, 2)
+    removed = await vote(client, post["id"], "dee", 0)
+    assert removed.status_code == 200
+    assert removed.json() == {
+        "post_id": post["id"], "voter": "dee", "value": 0, "score": 0, "upvotes": 1, "downvotes": 1, "score_version": 5
+    }
+    nothing = await vote(client, post["id"], "dee", 0)
+    assert nothing.status_code == 200 and nothing.json() == removed.json()
+    assert (await vote(client, post["id"], "nobody", 0)).json()["score_version"] == 5
+
+    votes = (await outbox_events(system))[1:]
+    assert [e.type for e in votes] == ["vote.created"] * 3 + ["vote.updated", "vote.deleted"]
+    assert [e.version for e in votes] == [1, 2, 3, 4, 5]
+    assert [e.payload["score"] for e in votes] == [1, 2, 1, -1, 0]
+    assert (votes[3].payload["previous"], votes[3].payload["value"]) == (1, -1)
+    assert votes[4].payload["id"] == votes[2].payload["id"], "the removed vote is dee's"
+    again = await vote(client, post["id"], "dee", 1)
+    assert again.status_code == 201 and again.json()["score"] == 1
+
+
+async def test_concurrent_votes_on_one_post_all_count(client, system, post):
+    voters = [(f"v{i}", 1 if i % 3 else -1) for i in range(12)]
+    same = [("twice", 1)] * 4
+    answers = await asyncio.gather(*(vote(client, post["id"], name, value) for name, value in voters + same))
+    assert all(res.status_code in (200, 201) for res in answers)
+    assert sum(res.status_code == 201 for res in answers) == len(voters) + 1
+    [listed] = (await client.get(f"/api/v1/threads/{post['thread_id']}/posts")).json()["posts"]
+    expected = sum(value for _, value in voters) + 1
+    assert (listed["score"], listed["upvotes"], listed["downvotes"]) == (expected, 9, 4)
+    assert listed["score_version"] == len(voters) + 1
+    assert len(await outbox_events(system)) == 1 + len(voters) + 1
+
+
+async def test_score_is_in_listings_and_the_openapi_schema(client, post):
+    await vote(client, post["id"], "bob", -1)
+    [listed] = (await client.get(f"/api/v1/threads/{post['thread_id']}/posts")).json()["posts"]
+    assert (listed["score"], listed["upvotes"], listed["downvotes"], listed["score_version"]) == (-1, 0, 1, 1)
+    assert listed["version"] == post["version"], "a vote is not an edit"
+    assert (post["score"], post["score_version"]) == (0, 0)
+    spec = (await client.get("/api/v1/openapi.json")).json()
+    assert "/api/v1/posts/{post_id}/votes" in spec["paths"]
+    assert {"score", "upvotes", "downvotes", "score_version"} <= set(spec["components"]["schemas"]["PostOut"]["properties"])
+    assert spec["components"]["schemas"]["VoteIn"]["properties"]["value"]["minimum"] == -1
+
+
+async def test_a_vote_on_an_unknown_post_is_404(client, system, thread):
+    res = await vote(client, 424242, "bob", 1)
+    assert res.status_code == 404 and res.json()["error"]["code"] == "not_found"
+    assert await system.repo.outbox_size() == 0
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "code"),
+    [
+        (b'{"voter": "bob", "value": 2}', 422, "invalid_request"),
+        (b'{"voter": "bob", "value": -2}', 422, "invalid_request"),
+        (b'{"voter": "bob", "value": true}', 422, "invalid_request"),
+        (b'{"voter": "bob", "value": "1"}', 422, "invalid_request"),
+        (b'{"voter": "bob", "value": 1.0}', 422, "invalid_request"),
+        (b'{"voter": "bob"}', 422, "invalid_request"),
+        (b'{"voter": "   ", "value": 1}', 422, "invalid_request"),
+        (b'{"voter": "' + b"x" * 101 + b'", "value": 1}', 422, "invalid_request"),
+        (b'{"voter": "bob", "value": 1, "weight": 5}', 422, "invalid_request"),
+        (b"{not json", 400, "malformed_json"),
+    ],
+)
+async def test_bad_votes(client, system, post, body, status, code):
+    res = await client.post(
+        f"/api/v1/posts/{post['id']}/votes", content=body, headers={"Content-Type": "application/json"}
+    )
+    assert res.status_code == status
+    assert res.json()["error"]["code"] == code
+    assert await system.repo.outbox_size() == 1, "only the post's event"
+
+
+async def test_votes_follow_the_live_configuration(system, post):
+    """Maintenance mode closes voting; `rate_limits.votes_per_minute` limits each client."""
+    coord = system.backends.require("coord", "the test")
+    transport = httpx.ASGITransport(app=create_app(system), client=("192.0.2.7", 4321))
+    async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as remote:
+        await coord.set_config("maintenance.enabled", True)
+        await wait_until(lambda: system.runner.live.current.maintenance.enabled, "maintenance mode")
+        closed = await vote(remote, post["id"], "bob", 1)
+        assert closed.status_code == 503 and closed.json()["error"]["code"] == "maintenance"
+        await coord.set_config("maintenance.enabled", False)
+        await coord.set_config("rate_limits.votes_per_minute", 2)
+        await wait_until(lambda: not system.runner.live.current.maintenance.enabled, "maintenance off")
+        await wait_until(lambda: system.runner.live.current.rate_limits.votes_per_minute == 2, "the vote limit")
+        assert [(await vote(remote, post["id"], "bob", v)).status_code for v in (1, -1)] == [201, 200]
+        limited = await vote(remote, post["id"], "bob", 0)
+        assert limited.status_code == 429 and limited.json()["error"]["code"] == "rate_limited"
+        assert int(limited.headers["Retry-After"]) >= 1

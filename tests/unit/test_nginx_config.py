@@ -142,7 +142,7 @@ def test_stub_status_is_loopback_only_and_the_api_is_proxied(tmp_path: Path):
         "nchan_stub_status;",
     ]
     assert "server 10.0.0.7:9000;" in config
-    proxy = directives(location(config, "~ ^/(?:api/|static/|healthz$|readyz$|$)"))
+    proxy = directives(location(config, "~ ^/(?:api/|static/|stats$|healthz$|readyz$|$)"))
     assert "proxy_pass http://threadcast_api;" in proxy
     assert "proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;" in proxy
     assert 'proxy_set_header Connection "";' in proxy

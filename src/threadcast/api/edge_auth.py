@@ -2,7 +2,9 @@
 
 - `GET /api/v1/edge/authorize` (Nchan's `nchan_authorize_request`, for subscriptions naming a
   private channel): 204 when every private channel is granted by the signed token (the `auth`
-  query argument of the subscriber's URI, or an `Authorization: Bearer` header), else 403.
+  query argument of the subscriber's URI, or an `Authorization: Bearer` header), else 403; 429
+  (with `Retry-After`) once the subscriber's client went over the live
+  `rate_limits.subscribes_per_minute` (the client is read from the `X-Forwarded-For` nginx adds).
 - `GET /api/v1/edge/resume` (nginx's `auth_request`, for subscriptions that ask to resume): the
   resume guard. Nchan 1.3.6 can abort a worker when a subscriber resumes on a channel whose
   buffer is empty (after a restart, or once its messages expired), so the API lets a resume
@@ -31,6 +33,7 @@ import httpx
 from fastapi import APIRouter, Request, Response
 
 from threadcast.api.errors import error_response
+from threadcast.api.rate_limits import RateLimits
 from threadcast.config import Settings
 from threadcast.edge.auth import private_channels, verify_subscription
 from threadcast.edge.http_publisher import edge_base_url
@@ -107,7 +110,7 @@ def _original_query(request: Request) -> dict[str, list[str]]:
     return parse_qs(urlsplit(request.headers.get("x-original-uri", "")).query)
 
 
-def build_edge_auth_router(settings: Settings) -> APIRouter:
+def build_edge_auth_router(settings: Settings, limits: RateLimits) -> APIRouter:
     guard = ResumeGuard(nchan_edges(settings.edge_url))
 
     @asynccontextmanager
@@ -123,6 +126,7 @@ def build_edge_auth_router(settings: Settings) -> APIRouter:
         channels = _channels(request)
         if not channels:
             return error_response(403, "forbidden", "no channels to authorize")
+        limits.check("subscribes_per_minute", request.client.host if request.client else None, request.headers)
         private = private_channels(channels)
         if private:
             token = _original_query(request).get("auth", [""])[0]

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import base64
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, Header, Query, Request, Response
 
 from threadcast.api.errors import ApiError
+from threadcast.api.rate_limits import rate_limit
 from threadcast.coord import LiveConfig
 from threadcast.api.schemas import (
     ErrorOut,
@@ -23,7 +24,7 @@ from threadcast.api.schemas import (
 from threadcast.store.repository import Repository, ThreadView
 from threadcast.store.sanitize import clean_message
 
-ERRORS = {code: {"model": ErrorOut} for code in (400, 404, 409, 413, 422, 503)}
+ERRORS = {code: {"model": ErrorOut} for code in (400, 404, 409, 413, 422, 429, 503)}
 
 
 def _thread_out(thread: ThreadView) -> ThreadOut:
@@ -52,17 +53,21 @@ def decode_cursor(cursor: str) -> int:
         raise ApiError(400, "bad_cursor", "cursor is not one this API returned") from None
 
 
-def build_router(repo: Repository, live: Callable[[], LiveConfig], on_post: Callable[[], None]) -> APIRouter:
-    """`live()` is the live configuration now (message size limit, maintenance mode: every
-    POST answers 503 while it is on); `on_post` is called after a post committed (it wakes
-    the outbox relay)."""
+def writable(live: Callable[[], LiveConfig]) -> Callable[[Request], Awaitable[None]]:
+    """A router dependency: every POST answers 503 while maintenance mode is on."""
 
-    async def writable(request: Request) -> None:
+    async def check(request: Request) -> None:
         maintenance = live().maintenance
         if maintenance.enabled and request.method == "POST":
             raise ApiError(503, "maintenance", maintenance.message or "down for maintenance; try again later")
 
-    router = APIRouter(prefix="/api/v1", responses=ERRORS, dependencies=[Depends(writable)])
+    return check
+
+
+def build_router(repo: Repository, live: Callable[[], LiveConfig], on_post: Callable[[], None]) -> APIRouter:
+    """`live()` is the live configuration now (message size limit, maintenance mode); `on_post`
+    is called after a post committed (it wakes the outbox relay)."""
+    router = APIRouter(prefix="/api/v1", responses=ERRORS, dependencies=[Depends(writable(live))])
 
     @router.post("/forums", status_code=201, response_model=ForumOut, tags=["forums"])
     async def create_forum(body: ForumIn, response: Response) -> ForumOut:
@@ -94,7 +99,14 @@ def build_router(repo: Repository, live: Callable[[], LiveConfig], on_post: Call
     ) -> ThreadOut:
         return _thread_out(await repo.find_thread(forum, identifier))
 
-    @router.post("/threads/{thread_id}/posts", status_code=201, response_model=PostOut, tags=["posts"])
+    # Per-client limits (api/rate_limits.py): a vote route takes rate_limit("votes_per_minute").
+    @router.post(
+        "/threads/{thread_id}/posts",
+        status_code=201,
+        response_model=PostOut,
+        tags=["posts"],
+        dependencies=[rate_limit("posts_per_minute")],
+    )
     async def create_post(
         thread_id: int,
         body: PostIn,

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StrictInt
 
 FORUM_NAME = r"^[a-z0-9][a-z0-9_-]{0,63}$"
 
@@ -53,12 +53,32 @@ class PostOut(BaseModel):
     author_name: str
     message: str
     created_at: str
-    version: int
+    version: int = Field(description="Grows with every edit of the post's content (votes leave it alone).")
+    score: int = Field(description="The sum of the post's votes: upvotes - downvotes.")
+    upvotes: int
+    downvotes: int
+    score_version: int = Field(description="Grows with every change to the post's votes: the highest is the newest score.")
 
 
 class PostPage(BaseModel):
     posts: list[PostOut]
     next_cursor: str | None = Field(description="Pass as `cursor` for the next page; null at the end.")
+
+
+class VoteIn(BaseModel):
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+    value: StrictInt = Field(ge=-1, le=1, description="1 votes up, -1 down, 0 takes the voter's vote back.")
+    voter: str = Field(min_length=1, max_length=100, description="The voter's name, as the post form's author_name.")
+
+
+class VoteOut(BaseModel):
+    post_id: int
+    voter: str
+    value: int = Field(description="The voter's vote now: 1, -1, or 0 for none.")
+    score: int
+    upvotes: int
+    downvotes: int
+    score_version: int
 
 
 class ErrorBody(BaseModel):

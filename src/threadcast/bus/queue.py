@@ -109,3 +109,13 @@ class WorkQueue(ABC):
     @abstractmethod
     async def purge_dead_letters(self, queue: str) -> int: ...
 
+    @abstractmethod
+    async def dead_letter_count(self, queue: str) -> int:
+        """How many dead letters the queue holds."""
+
+    @abstractmethod
+    async def expire_dead_letters(self, queue: str, dead_before: float) -> int:
+        """Delete the dead letters that died before `dead_before` (seconds since the epoch);
+        return how many. (RabbitMQ takes them from the head of the dead-letter queue and stops
+        at the first younger one: one buried out of order waits for a later pass.)"""
+

@@ -277,6 +277,24 @@ class RabbitQueue(WorkQueue):
             purged = await dead.purge()
             return purged.message_count or 0
 
+    async def dead_letter_count(self, queue: str) -> int:
+        async with self._channel() as channel:
+            dead = await channel.declare_queue(dead_queue_name(queue), passive=True)
+            return dead.declaration_result.message_count or 0
+
+    async def expire_dead_letters(self, queue: str, dead_before: float) -> int:
+        expired = 0
+        # The queue holds dead letters in the order they died: take from the head while they are
+        # old enough; the first younger one is left unacked and goes back when the channel closes.
+        async with self._channel(bounded=False) as channel:
+            dead = await channel.declare_queue(dead_queue_name(queue), passive=True, timeout=self._options.timeout)
+            while message := await dead.get(no_ack=False, fail=False, timeout=self._options.timeout):
+                if dead_letter_from(message).dead_at >= dead_before:
+                    break
+                await message.ack()
+                expired += 1
+        return expired
+
     # -- used by deliveries and consumers ----------------------------------------------------
 
     def _live_connection(self) -> AbstractRobustConnection:

@@ -407,6 +407,21 @@ def _purge(conn: sqlite3.Connection, queue: str) -> int:
         return conn.execute("DELETE FROM queue_dead_letters WHERE queue = ?", (queue,)).rowcount
 
 
+def _dead_count(conn: sqlite3.Connection, queue: str) -> int:
+    with _transaction(conn, "DEFERRED"):
+        _max_attempts(conn, queue)
+        (count,) = conn.execute("SELECT count(*) FROM queue_dead_letters WHERE queue = ?", (queue,)).fetchone()
+    return count
+
+
+def _expire(conn: sqlite3.Connection, queue: str, dead_before: float) -> int:
+    with _transaction(conn):
+        _max_attempts(conn, queue)
+        return conn.execute(
+            "DELETE FROM queue_dead_letters WHERE queue = ? AND dead_at < ?", (queue, dead_before)
+        ).rowcount
+
+
 def _ping(conn: sqlite3.Connection) -> None:
     conn.execute("SELECT count(*) FROM queues").fetchone()
 
@@ -598,6 +613,12 @@ class SqliteQueue(WorkQueue):
 
     async def purge_dead_letters(self, queue: str) -> int:
         return await self.run(_purge, queue)
+
+    async def dead_letter_count(self, queue: str) -> int:
+        return await self.run(_dead_count, queue)
+
+    async def expire_dead_letters(self, queue: str, dead_before: float) -> int:
+        return await self.run(_expire, queue, dead_before)
 
     def wake(self, queue: str) -> None:
         """Tell this queue's consumers of `queue` that messages may be ready."""

@@ -259,7 +259,8 @@ class Leadership(ABC):
 
     async def run(self, duty: Callable[[Term], Coroutine[Any, Any, None]]) -> None:
         """Perform `duty(term)` in every term won, until `duty` returns (or raises anything but
-        `NotLeaderError`, which `term.check()` raises once the term is over). When a term ends,
+        `NotLeaderError`, which `term.check()` raises once the term is over, and a fence raises
+        for an epoch older than one it saw: that ends the term). When a term ends,
         `duty` is cancelled and awaited before the next term is sought; cancelling `run` cancels
         and awaits `duty` too, so closing the candidacy after `run` never lets another holder
         start while `duty` still runs."""
@@ -277,7 +278,10 @@ class Leadership(ABC):
                     log.info("leader duty stopped", duty=self.name, epoch=term.epoch)
             if task.cancelled():
                 continue
-            if isinstance(task.exception(), NotLeaderError):
+            if isinstance(error := task.exception(), NotLeaderError):
+                # The duty found the term over (a fence ahead of its epoch) even if the backend
+                # still names this candidate: end the term, so that the next one has a new epoch.
+                term.end(f"the duty found the term over: {error}")
                 log.warning(
                     "leader duty stopped: the term is over", duty=self.name, epoch=term.epoch, reason=term.reason
                 )

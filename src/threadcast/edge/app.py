@@ -4,7 +4,9 @@ against both edges.
 - `GET /sub/{channels}`: EventSource (`Accept: text/event-stream`), WebSocket (upgrade; with
   the `ws+meta.nchan` subprotocol each frame carries its id) or long-poll (any other GET).
   Channels are comma-separated; private ones (`user:{id}`) need a token from `auth.py` in the
-  `auth` query argument or an `Authorization: Bearer` header.
+  `auth` query argument or an `Authorization: Bearer` header. Over the live
+  `rate_limits.subscribes_per_minute` a client gets 429 with `Retry-After`; with the live flag
+  `features.long_poll` off, long-poll gets 403 `feature_disabled`.
 - `POST /pub/{channel}`: publish the raw body (loopback clients only); `GET /pub/{channel}`:
   the channel's figures.
 
@@ -18,8 +20,9 @@ import email.utils
 import ipaddress
 import re
 import time
-from collections.abc import AsyncIterator, Iterator, Mapping
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -33,8 +36,14 @@ from starlette.types import Receive, Scope, Send
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from threadcast.config import Settings
+from threadcast.coord.features import enabled
+from threadcast.coord.live_config import LiveConfig
 from threadcast.edge.auth import private_channels, verify_subscription
 from threadcast.edge.hub import Hub, Message, Subscription
+from threadcast.edge.publisher import EdgeError
+
+if TYPE_CHECKING:
+    from threadcast.api.rate_limits import RateLimits
 
 CHANNEL_ID = re.compile(r"[A-Za-z0-9_:.\-]{1,128}")
 MAX_CHANNELS = 16
@@ -45,7 +54,7 @@ SSE_BATCH = 64
 
 CORS = {
     "Access-Control-Allow-Origin": "*",
-    "Access-Control-Expose-Headers": "Etag, Last-Modified",
+    "Access-Control-Expose-Headers": "Etag, Last-Modified, Retry-After",
 }
 PREFLIGHT = {
     "Access-Control-Allow-Methods": "GET, OPTIONS",
@@ -166,17 +175,32 @@ class EventStream(Response):
 
 
 class EdgeEndpoints:
-    """The request handlers of one edge, bound to its hub and settings."""
+    """The request handlers of one edge, bound to its hub, its settings, the live configuration
+    (`live()`: the long-poll flag) and the per-client limits (`subscribes_per_minute`)."""
 
-    def __init__(self, hub: Hub, settings: Settings, longpoll_timeout: float) -> None:
+    def __init__(
+        self,
+        hub: Hub,
+        settings: Settings,
+        longpoll_timeout: float,
+        live: Callable[[], LiveConfig],
+        limits: RateLimits | None,
+    ) -> None:
         self.hub = hub
         self.settings = settings
         self.longpoll_timeout = longpoll_timeout
+        self.live = live
+        self.limits = limits
 
     # -- subscribers --------------------------------------------------------------------------
 
-    def admit(self, path_channels: str, query: QueryParams, headers: Headers) -> list[str] | JSONResponse:
+    def admit(
+        self, path_channels: str, query: QueryParams, headers: Headers, peer: str | None
+    ) -> list[str] | JSONResponse:
         """The requested channels, or the error response refusing them."""
+        if self.limits is not None and (wait := self.limits.retry_after("subscribes_per_minute", peer, headers)):
+            message = f"too many subscriptions from this client; retry in {wait} s"
+            return error(429, "rate_limited", message, {**CORS, "Retry-After": str(wait)})
         channels = parse_channels(path_channels)
         if isinstance(channels, str):
             return error(400, "invalid_channel", channels, CORS)
@@ -192,12 +216,15 @@ class EdgeEndpoints:
     async def subscribe_http(self, request: Request) -> Response:
         if request.method == "OPTIONS":
             return Response(status_code=204, headers={**CORS, **PREFLIGHT})
-        channels = self.admit(request.path_params["channels"], request.query_params, request.headers)
+        peer = request.client.host if request.client else None
+        channels = self.admit(request.path_params["channels"], request.query_params, request.headers, peer)
         if isinstance(channels, Response):
             return channels
         if "text/event-stream" in request.headers.get("accept", ""):
             resume = request.headers.get("last-event-id") or request.query_params.get("last_event_id")
             return EventStream(self.hub.subscribe(channels, resume), self.settings.heartbeat_interval)
+        if not enabled(self.live(), "long_poll"):
+            return error(403, "feature_disabled", "long-poll is turned off here; use EventSource or WebSocket", CORS)
         return await self._longpoll(request, channels)
 
     async def _longpoll(self, request: Request, channels: list[str]) -> Response:
@@ -231,7 +258,8 @@ class EdgeEndpoints:
         )
 
     async def subscribe_websocket(self, ws: WebSocket) -> None:
-        channels = self.admit(ws.path_params["channels"], ws.query_params, ws.headers)
+        peer = ws.client.host if ws.client else None
+        channels = self.admit(ws.path_params["channels"], ws.query_params, ws.headers, peer)
         if isinstance(channels, Response):
             if "websocket.http.response" in ws.scope.get("extensions", {}):
                 await ws.send_denial_response(channels)
@@ -274,12 +302,15 @@ class EdgeEndpoints:
         body = await self._read_body(request)
         if body is None:
             return error(413, "too_large", f"messages are limited to {self.settings.max_message_bytes} bytes")
-        published = self.hub.put(
-            channel,
-            body,
-            message_id=request.headers.get("x-message-id") or None,
-            content_type=request.headers.get("content-type", ""),
-        )
+        try:
+            published = self.hub.put(
+                channel,
+                body,
+                message_id=request.headers.get("x-message-id") or None,
+                content_type=request.headers.get("content-type", ""),
+            )
+        except EdgeError as exc:  # the hub closed: this edge is stopping
+            return error(503, "unavailable", str(exc))
         return JSONResponse(
             {
                 "channel": channel,
@@ -325,9 +356,19 @@ async def _close_on_websocket_disconnect(ws: WebSocket, subscription: Subscripti
     subscription.close()
 
 
-def edge_routes(hub: Hub, settings: Settings, *, longpoll_timeout: float = LONGPOLL_TIMEOUT) -> list[BaseRoute]:
-    """The edge's routes, to mount into another app (the API's) or a standalone one."""
-    endpoints = EdgeEndpoints(hub, settings, longpoll_timeout)
+def edge_routes(
+    hub: Hub,
+    settings: Settings,
+    *,
+    longpoll_timeout: float = LONGPOLL_TIMEOUT,
+    live: Callable[[], LiveConfig] | None = None,
+    limits: RateLimits | None = None,
+) -> list[BaseRoute]:
+    """The edge's routes, to mount into another app (the API's) or a standalone one. `live`
+    gives the live configuration (default: the settings' values); `limits` limits the
+    subscriptions per client (default: none)."""
+    fixed = LiveConfig.from_settings(settings)
+    endpoints = EdgeEndpoints(hub, settings, longpoll_timeout, live or (lambda: fixed), limits)
     return [
         Route("/sub/{channels}", endpoints.subscribe_http, methods=["GET", "OPTIONS"]),
         WebSocketRoute("/sub/{channels}", endpoints.subscribe_websocket),
@@ -355,9 +396,16 @@ class HubCollector(Collector):
         )
 
 
-def create_edge_app(hub: Hub, settings: Settings, *, longpoll_timeout: float = LONGPOLL_TIMEOUT) -> Starlette:
-    """A standalone edge: the edge routes plus `/healthz` and `/metrics`. Its lifespan starts
-    and closes `hub`."""
+def create_edge_app(
+    hub: Hub,
+    settings: Settings,
+    *,
+    longpoll_timeout: float = LONGPOLL_TIMEOUT,
+    live: Callable[[], LiveConfig] | None = None,
+    limits: RateLimits | None = None,
+) -> Starlette:
+    """A standalone edge: the edge routes (`live`, `limits`: see `edge_routes`) plus
+    `/healthz` and `/metrics`. Its lifespan starts and closes `hub`."""
     registry = CollectorRegistry()
     registry.register(HubCollector(hub))
 
@@ -376,7 +424,7 @@ def create_edge_app(hub: Hub, settings: Settings, *, longpoll_timeout: float = L
         return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
     routes = [
-        *edge_routes(hub, settings, longpoll_timeout=longpoll_timeout),
+        *edge_routes(hub, settings, longpoll_timeout=longpoll_timeout, live=live, limits=limits),
         Route("/healthz", healthz),
         Route("/metrics", metrics),
     ]

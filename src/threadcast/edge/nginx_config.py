@@ -194,6 +194,7 @@ _SUBREQUEST = """internal;
             proxy_pass_request_body off;
             proxy_set_header Content-Length "";
             proxy_set_header X-Original-URI $request_uri;
+            proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
             proxy_set_header {channels_header} $threadcast_channels;
             proxy_http_version 1.1;
             proxy_set_header Connection "";
@@ -316,7 +317,7 @@ http {{
         }}
 
         # Everything else the browser needs comes from the API.
-        location ~ ^/(?:api/|static/|healthz$|readyz$|$) {{
+        location ~ ^/(?:api/|static/|stats$|healthz$|readyz$|$) {{
             proxy_pass http://threadcast_api;
             proxy_http_version 1.1;
             proxy_set_header Connection "";

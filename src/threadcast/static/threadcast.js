@@ -14,7 +14,9 @@
  * Live updates come from the push edge (the embedded edge or nginx + Nchan) over EventSource,
  * or long-poll when EventSource cannot get through. Every push message carries the post's
  * per-thread sequence number; a hole, and every (re)connection, makes the embed fetch the
- * posts it has not seen from the API, so an edge restart loses nothing. docs/embed.md has it all.
+ * posts it has not seen from the API, so an edge restart loses nothing. Vote messages carry seq 0
+ * (they are not posts) and the post's score with its score_version: the newest score wins.
+ * docs/embed.md has it all.
  */
 (function (window, document) {
   "use strict";
@@ -241,6 +243,10 @@
     return this.request("POST", "/threads/" + threadId + "/posts", body, { "Idempotency-Key": key });
   };
 
+  Api.prototype.vote = function (postId, body) {
+    return this.request("POST", "/posts/" + postId + "/votes", body);
+  };
+
   // ---------------------------------------------------------------------------------------------
   // The live connection: EventSource, or long-poll, both in Nchan's subscriber protocol. It owns
   // reconnection (with backoff) and resumption (the last message id); after every (re)connect it
@@ -440,7 +446,12 @@
     ".tc-message blockquote{border-left:3px solid var(--tc-line);padding-left:.8em;color:var(--tc-muted)}",
     ".tc-message code,.tc-message pre{font-family:ui-monospace,SFMono-Regular,Menlo,Consolas,monospace;font-size:.9em;background:var(--tc-surface);border-radius:4px}",
     ".tc-message code{padding:.1em .3em}.tc-message pre{padding:.7em;overflow:auto}",
-    ".tc-actions{margin-top:.25em}",
+    ".tc-actions{margin-top:.25em;display:flex;align-items:center;gap:.9em}",
+    ".tc-vote{display:inline-flex;align-items:center;gap:.1em}",
+    ".tc-vote .tc-link{padding:.1em .35em;border-radius:4px}",
+    ".tc-vote [aria-pressed=true]{color:var(--tc-accent)}",
+    ".tc-vote .tc-down[aria-pressed=true]{color:var(--tc-danger)}",
+    ".tc-score{font-size:.85em;font-weight:650;min-width:1.5em;text-align:center;font-variant-numeric:tabular-nums}",
     ".tc-link{font:inherit;font-size:.85em;font-weight:600;color:var(--tc-muted);background:none;border:0;padding:.1em 0;cursor:pointer}",
     ".tc-link:hover{color:var(--tc-accent)}",
     ".tc-bar-wrap{position:sticky;top:.75em;z-index:2;height:0;display:flex;justify-content:center;align-items:flex-start}",
@@ -477,6 +488,7 @@
     this.posts = new Map(); // post id -> {post, item, article}
     this.waiting = new Map(); // parent id -> [post ids] shown at the top level until the parent loads
     this.seenEvents = new Set();
+    this.scores = new Map(); // post id -> the newest score pushed for a post not shown yet
     this.liveSeq = 0; // every post with seq <= liveSeq is rendered or reachable with "load more"
     this.ahead = new Set(); // seqs rendered above liveSeq
     this.total = 0; // the comment count shown in the header
@@ -649,9 +661,11 @@
     if (!message || !message.data || this.seenEvents.has(message.id)) return;
     this.seenEvents.add(message.id);
     if (this.seenEvents.size > SEEN_EVENTS_KEPT) this.seenEvents.delete(this.seenEvents.values().next().value);
-    var post = message.data;
-    if (String(message.type).indexOf("post.") !== 0 || post.thread_id !== this.thread.id) return;
-    this.upsert(post, "live");
+    var data = message.data, type = String(message.type);
+    if (data.thread_id !== this.thread.id) return;
+    if (type.indexOf("vote.") === 0) return this.applyScore(data.post_id, data); // seq 0: no hole, no post
+    if (type.indexOf("post.") !== 0) return;
+    this.upsert(data, "live");
     if (this.ahead.size) this.catchUp(); // a hole below this message: fetch what was missed
   };
 
@@ -680,6 +694,7 @@
     var known = this.posts.get(post.id);
     if (source !== "more" && source !== "initial") this.noteSeq(post.seq);
     if (known) {
+      this.applyScore(post.id, post);
       if ((post.version || 0) <= (known.post.version || 0)) return;
       known.post = post;
       known.edited = true;
@@ -689,6 +704,9 @@
     }
     var entry = this.renderPost(post);
     this.posts.set(post.id, entry);
+    var kept = this.scores.get(post.id);
+    this.scores.delete(post.id);
+    if (kept) this.applyScore(post.id, kept);
     this.place(entry);
     if (post.seq > this.totalSeq) this.total += 1;
     if (source === "live" || source === "own") entry.article.classList.add("tc-fresh");
@@ -711,6 +729,15 @@
       time: h("time"),
       message: h("div", { class: "tc-message" }),
       replyButton: h("button", { type: "button", class: "tc-link", "data-action": "reply", "aria-expanded": "false", text: "Reply" }),
+      up: voteButton(1),
+      down: voteButton(-1),
+      scoreText: h("span", { class: "tc-score" }),
+      score: post.score || 0, // the server's, at scoreVersion
+      scoreVersion: post.score_version || 0,
+      mine: 0, // this reader's vote as shown
+      confirmed: 0, // ... and as the server last confirmed it
+      optimistic: null, // the score shown while a vote of ours is on its way
+      sending: false,
       replies: null,
       replyForm: null,
       edited: false,
@@ -720,10 +747,41 @@
       h("div", { class: "tc-body" },
         h("div", { class: "tc-meta" }, entry.author, entry.context, entry.time),
         entry.message,
-        h("div", { class: "tc-actions" }, entry.replyButton)));
+        h("div", { class: "tc-actions" },
+          h("span", { class: "tc-vote", role: "group", "aria-label": "Votes" }, entry.up, entry.scoreText, entry.down),
+          entry.replyButton)));
     entry.item = h("li", { class: "tc-item", id: this.uid + "-post-" + post.id, "data-post-id": post.id, "data-seq": post.seq }, entry.article);
     this.fillPost(entry);
+    showScore(entry);
     return entry;
+  };
+
+  function voteButton(value) {
+    return h("button", {
+      type: "button", class: "tc-link tc-" + (value > 0 ? "up" : "down"), "data-action": "vote", "data-value": value,
+      "aria-pressed": "false", "aria-label": value > 0 ? "Upvote" : "Downvote", text: value > 0 ? "▲" : "▼",
+    });
+  }
+
+  function showScore(entry) {
+    entry.scoreText.textContent = String(entry.optimistic === null ? entry.score : entry.optimistic);
+    entry.up.setAttribute("aria-pressed", String(entry.mine === 1));
+    entry.down.setAttribute("aria-pressed", String(entry.mine === -1));
+  }
+
+  /** Show a post's score from `tally` (a post, a vote message or a vote answer) if it is newer
+   * than the shown one; the newest score for a post not shown yet is kept until it is. */
+  Thread.prototype.applyScore = function (postId, tally) {
+    var entry = this.posts.get(postId);
+    if (!entry) {
+      var kept = this.scores.get(postId);
+      if (!kept || kept.score_version < tally.score_version) this.scores.set(postId, tally);
+      if (this.scores.size > SEEN_EVENTS_KEPT) this.scores.delete(this.scores.keys().next().value);
+    } else if (tally.score_version > entry.scoreVersion) {
+      entry.score = tally.score;
+      entry.scoreVersion = tally.score_version;
+      showScore(entry);
+    }
   };
 
   Thread.prototype.fillPost = function (entry) {
@@ -922,14 +980,53 @@
   };
 
   Thread.prototype.onListClick = function (event) {
-    var button = event.target.closest("[data-action=reply]");
+    var button = event.target.closest("[data-action]");
     if (!button || !this.list.contains(button)) return;
     var entry = this.posts.get(Number(button.closest(".tc-item").dataset.postId));
+    if (button.dataset.action === "vote") {
+      var value = Number(button.dataset.value);
+      return this.vote(entry, entry.mine === value ? 0 : value); // pressing a pressed button takes the vote back
+    }
     if (entry.replyForm) return this.closeReply(entry);
     entry.replyForm = this.buildForm(entry);
     entry.article.querySelector(".tc-body").appendChild(entry.replyForm);
     entry.replyButton.setAttribute("aria-expanded", "true");
     entry.replyForm.querySelector(this.author ? "textarea" : "input").focus();
+  };
+
+  // -- votes ------------------------------------------------------------------------------------
+
+  /** Vote as the name in the comment form (or the name last posted with): show the new score at
+   * once, then the server's. One request per post at a time; the last click wins. */
+  Thread.prototype.vote = function (entry, value) {
+    var name = this.form.elements.author_name, error = this.form.querySelector(".tc-error");
+    var voter = name.value.trim() || this.author;
+    if (!voter) {
+      error.textContent = "Please enter your name to vote.";
+      return name.focus();
+    }
+    entry.optimistic = (entry.optimistic === null ? entry.score : entry.optimistic) - entry.mine + value;
+    entry.mine = value;
+    showScore(entry);
+    if (!entry.sending) this.sendVote(entry, voter);
+  };
+
+  Thread.prototype.sendVote = function (entry, voter) {
+    var self = this, value = entry.mine;
+    entry.sending = true;
+    this.api.vote(entry.post.id, { value: value, voter: voter }).then(function (tally) {
+      self.author = voter;
+      entry.confirmed = tally.value;
+      self.applyScore(entry.post.id, tally);
+    }, function (err) {
+      entry.mine = entry.confirmed;
+      self.say(err.status === 0 ? "Could not reach the server. Your vote was not saved." : err.message);
+    }).then(function () {
+      entry.sending = false;
+      if (entry.mine !== entry.confirmed) return self.sendVote(entry, voter); // clicked again meanwhile
+      entry.optimistic = null;
+      showScore(entry);
+    });
   };
 
   /** Close a reply form; focus the new reply if there is one, else the Reply button. */

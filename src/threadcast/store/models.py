@@ -10,6 +10,7 @@ from sqlalchemy import (
     ForeignKey,
     Integer,
     LargeBinary,
+    SmallInteger,
     String,
     Text,
     TypeDecorator,
@@ -79,6 +80,25 @@ class Post(Base):
     message: Mapped[str] = mapped_column(Text)
     version: Mapped[int] = mapped_column(Integer, default=1)
     idempotency_key: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    score: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    """The sum of the post's votes (upvotes - downvotes)."""
+    upvotes: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    downvotes: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    score_version: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    """Grows by one with every change to the post's votes: the newest score has the highest."""
+
+
+class Vote(Base):
+    """One reader's vote on a post: +1 or -1 (no row: no vote)."""
+
+    __tablename__ = "votes"
+    __table_args__ = (UniqueConstraint("post_id", "voter"),)
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True, autoincrement=True)
+    post_id: Mapped[int] = mapped_column(ForeignKey("posts.id"))
+    voter: Mapped[str] = mapped_column(String(100))
+    value: Mapped[int] = mapped_column(SmallInteger)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
 
 

@@ -14,7 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from threadcast.events import Event, encode
 from threadcast.store.db import Database
-from threadcast.store.models import Forum, OutboxEvent, Post, Thread
+from threadcast.store.models import Forum, OutboxEvent, Post, Thread, Vote
 
 
 class NotFound(LookupError):
@@ -36,6 +36,31 @@ class ThreadView:
     created_at: datetime
 
 
+@dataclass(frozen=True, slots=True)
+class VoteResult:
+    """A voter's vote on a post after a vote request (0: none), and the post's tally then."""
+
+    post_id: int
+    voter: str
+    value: int
+    score: int
+    upvotes: int
+    downvotes: int
+    score_version: int
+    created: bool
+    """A vote was cast where there was none."""
+    changed: bool
+    """Something was written (and an event with it)."""
+
+
+def vote_event_type(previous: int, value: int) -> str:
+    """`vote.created`: a vote where there was none; `vote.deleted`: a vote taken back;
+    `vote.updated`: a vote turned the other way."""
+    if previous == 0:
+        return "vote.created"
+    return "vote.deleted" if value == 0 else "vote.updated"
+
+
 def post_dict(post: Post) -> dict:
     return {
         "id": post.id,
@@ -46,6 +71,10 @@ def post_dict(post: Post) -> dict:
         "message": post.message,
         "created_at": post.created_at.isoformat(),
         "version": post.version,
+        "score": post.score,
+        "upvotes": post.upvotes,
+        "downvotes": post.downvotes,
+        "score_version": post.score_version,
     }
 
 
@@ -194,6 +223,45 @@ class Repository:
         async with self.db.session() as session:
             return [post_dict(p) for p in (await session.scalars(query)).all()]
 
+    # votes
+
+    async def vote(self, post_id: int, voter: str, value: int) -> VoteResult:
+        """Set `voter`'s vote on a post to `value` (1 or -1; 0 takes it back). The vote, the
+        post's new tally and the event (see `vote_event_type`) are written in one transaction.
+        A vote equal to the one stored writes nothing and returns the tally as it is."""
+        async with self.db.session() as session, session.begin():
+            thread_id, *tally = await _lock_post(session, post_id)
+            vote = await session.scalar(select(Vote).where(Vote.post_id == post_id, Vote.voter == voter))
+            previous = vote.value if vote is not None else 0
+            if value == previous:
+                return VoteResult(post_id, voter, value, *tally, created=False, changed=False)
+            tally = await _count_vote(session, post_id, previous, value)
+            if vote is None:
+                vote = Vote(post_id=post_id, voter=voter, value=value)
+                session.add(vote)
+                await session.flush()  # its id, for the event
+            elif value == 0:
+                await session.delete(vote)
+            else:
+                vote.value = value
+            result = VoteResult(post_id, voter, value, *tally, created=previous == 0, changed=True)
+            forum_name = await session.scalar(select(Forum.name).join(Thread).where(Thread.id == thread_id))
+            payload = {
+                "id": vote.id,
+                "post_id": post_id,
+                "thread_id": thread_id,
+                "voter": voter,
+                "value": value,
+                "previous": previous,
+                "score": result.score,
+                "upvotes": result.upvotes,
+                "downvotes": result.downvotes,
+                "score_version": result.score_version,
+            }
+            event_type = vote_event_type(previous, value)
+            session.add(self._event(event_type, thread_id, forum_name, result.score_version, payload))
+        return result
+
     # outbox
 
     async def outbox_size(self) -> int:
@@ -230,6 +298,39 @@ async def _check_parent(session: AsyncSession, thread_id: int, parent_id: int) -
         raise NotFound(f"parent post {parent_id} does not exist")
     if parent_thread != thread_id:
         raise Conflict(f"parent post {parent_id} belongs to another thread")
+
+
+async def _lock_post(session: AsyncSession, post_id: int) -> tuple[int, int, int, int, int]:
+    """A write first: SQLite takes its write lock at once and PostgreSQL locks the post's row, so
+    the votes on one post are applied one at a time. Returns the post's thread id and tally
+    (score, upvotes, downvotes, score_version)."""
+    locked = (
+        await session.execute(
+            update(Post)
+            .where(Post.id == post_id)
+            .values(score=Post.score)
+            .returning(Post.thread_id, Post.score, Post.upvotes, Post.downvotes, Post.score_version)
+        )
+    ).first()
+    if locked is None:
+        raise NotFound(f"post {post_id} does not exist")
+    return tuple(locked)  # type: ignore[return-value]
+
+
+async def _count_vote(session: AsyncSession, post_id: int, previous: int, value: int) -> tuple[int, int, int, int]:
+    """Replace the vote `previous` by `value` in the post's tally; returns the new tally."""
+    tally = await session.execute(
+        update(Post)
+        .where(Post.id == post_id)
+        .values(
+            score=Post.score + value - previous,
+            upvotes=Post.upvotes + (value == 1) - (previous == 1),
+            downvotes=Post.downvotes + (value == -1) - (previous == -1),
+            score_version=Post.score_version + 1,
+        )
+        .returning(Post.score, Post.upvotes, Post.downvotes, Post.score_version)
+    )
+    return tuple(tally.one())  # type: ignore[return-value]
 
 
 def _thread_view(thread: Thread, forum_name: str) -> ThreadView:

@@ -22,6 +22,7 @@ from threadcast.toolkit.handling import Handler
 from threadcast.toolkit.leader import run_as_leader
 from threadcast.toolkit.live import LiveView
 from threadcast.toolkit.log_worker import LogWorker
+from threadcast.toolkit.members import MemberView
 from threadcast.toolkit.metrics import Metrics
 from threadcast.toolkit.ops import OpsServer, ops_app
 from threadcast.toolkit.queue_worker import QueueWorker
@@ -38,9 +39,10 @@ DEFAULT_INBOX_TTL = 7 * 24 * 3600.0
 class Runner:
     """Runs one or more services on the given backends.
 
-    `start()` starts the backends and the live configuration watch, declares the queues and
-    creates the topics the handlers use, runs each service's startup hooks, starts consuming
-    and registers each service as a member (role: its name) on the coordinator. Leader-only
+    `start()` starts the backends, the live configuration watch and the member watches
+    (`watch_members`), declares the queues and creates the topics the handlers use, runs each
+    service's startup hooks, starts consuming and registers each service as a member (role:
+    its name) on the coordinator. Leader-only
     timers run only while this process leads their duty. `stop()` deregisters, stops taking
     work, lets the work in flight finish (acked, committed) for up to `grace` seconds and
     cancels the rest (unacked: delivered again), runs the shutdown hooks and closes the
@@ -81,6 +83,7 @@ class Runner:
         self.metrics = Metrics.on(registry)
         self.live = LiveView(backends.coord, LiveConfig.from_settings(self.settings))
         """The live configuration (the settings' values when no coordinator is given)."""
+        self._member_views: dict[str, MemberView] = {}
         self._configs = dict(configs or {})
         self._concurrency = concurrency
         self._grace = grace
@@ -105,6 +108,8 @@ class Runner:
         await self.backends.start()
         try:
             await self.live.start()
+            for view in self._member_views.values():
+                await view.start()
             for service in self.services:
                 await self._start_service(service)
             if self._ops_address[1] is not None:
@@ -116,8 +121,7 @@ class Runner:
             if self._ops is not None:
                 await self._ops.stop()
             await self._run_shutdown_hooks()
-            await self.live.close()
-            await self.backends.close()
+            await self._close_backends()
             self.state = "stopped"
             raise
         self._tasks = [
@@ -146,8 +150,7 @@ class Runner:
         await self._run_shutdown_hooks()
         if self._ops is not None:
             await self._ops.stop()
-        await self.live.close()
-        await self.backends.close()
+        await self._close_backends()
         self._shutdown.close()
         self.state = "stopped"
         log.info("services stopped")
@@ -183,6 +186,16 @@ class Runner:
     def run(self) -> int:
         asyncio.run(self.serve())
         return 0
+
+    def watch_members(self, role: str) -> MemberView:
+        """The live members of `role`, kept up to date while the runner runs (one watch per
+        role; call before `start()`, on a runner with a coordinator)."""
+        if self.state != "created":
+            raise RuntimeError("watch members before the runner starts")
+        coord = self.backends.require("coord", f"watching the members of {role!r}")
+        if role not in self._member_views:
+            self._member_views[role] = MemberView(coord, role)
+        return self._member_views[role]
 
     # -- state -----------------------------------------------------------------------------
 
@@ -331,6 +344,13 @@ class Runner:
         info = MemberInfo.this_process(port=port, health_url=health_url)
         for service in self.services:
             self._registrations.append(await coord.register(service.name, info))
+
+    async def _close_backends(self) -> None:
+        """Stop the member watches and the live configuration, then close the backends."""
+        for view in self._member_views.values():
+            await view.close()
+        await self.live.close()
+        await self.backends.close()
 
     async def _deregister(self) -> None:
         while self._registrations:

@@ -91,6 +91,15 @@ class MemoryQueue(WorkQueue):
         purged, state.dead = len(state.dead), []
         return purged
 
+    async def dead_letter_count(self, queue: str) -> int:
+        return len(self._queue(queue).dead)
+
+    async def expire_dead_letters(self, queue: str, dead_before: float) -> int:
+        state = self._queue(queue)
+        kept = [letter for letter in state.dead if letter.dead_at >= dead_before]
+        expired, state.dead = len(state.dead) - len(kept), kept
+        return expired
+
     # -- used by consumers and deliveries ---------------------------------------------------
 
     def _queue(self, name: str) -> _Queue:
