@@ -11,6 +11,32 @@ apt_install() {
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 }
 
+# maven_jars NAME POM LIB [GOAL...]: copy the jars that POM depends on (Maven Central) into LIB by
+# `mvn dependency:copy-dependencies`, plus whatever the extra GOALs copy there (e.g. dependency:copy
+# for the pom's artifactItems). Installs java and mvn when missing. Copies again only when POM changed
+# since the last copy; Maven's output (and the colour codes it prints even when quiet) goes to
+# LIB/../install.log, shown only on failure.
+maven_jars() {
+  local name=$1 pom=$2 lib=$3 stamp log
+  shift 3
+  command -v java >/dev/null || apt_install openjdk-17-jre-headless
+  command -v mvn >/dev/null || apt_install maven
+  stamp=$(sha256sum "$pom" | cut -d' ' -f1)
+  if [ "$(cat "$lib/.pom.sha256" 2>/dev/null)" = "$stamp" ]; then
+    echo "$name: jars already in $lib"
+    return 0
+  fi
+  rm -rf "$lib"
+  mkdir -p "$lib"
+  log="$(dirname "$lib")/install.log"
+  mvn -q -B -f "$pom" dependency:copy-dependencies "$@" -DoutputDirectory="$lib" >"$log" 2>&1 || {
+    cat "$log" >&2
+    return 1
+  }
+  echo "$stamp" >"$lib/.pom.sha256"
+  echo "$name: $(find "$lib" -name '*.jar' | wc -l) jars in $lib"
+}
+
 # wait_port PORT SECONDS NAME: wait until 127.0.0.1:PORT accepts connections, or fail.
 wait_port() {
   local port=$1 secs=$2 name=$3 i

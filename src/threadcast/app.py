@@ -15,10 +15,16 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 
 from threadcast.api.edge_auth import build_edge_auth_router
 from threadcast.api.errors import BodyLimit, install_error_handlers
+from threadcast.api.public_config import build_public_config_router
+from threadcast.api.rate_limits import RateLimits, parse_networks
 from threadcast.api.routes import build_router
+from threadcast.api.stats_routes import build_stats_router
+from threadcast.api.votes import build_vote_router
+from threadcast.coord import LiveConfig
 from threadcast.edge.app import HubCollector, edge_routes
 from threadcast.edge.nchan_status import NchanStatusCollector
-from threadcast.metrics import POSTS_CREATED
+from threadcast.metrics import POSTS_CREATED, VOTES_CHANGED
+from threadcast.store.objects import open_object_store
 from threadcast.system import System
 
 STATIC = Path(__file__).with_name("static")
@@ -27,6 +33,7 @@ log = structlog.get_logger("app")
 
 def create_app(system: System) -> FastAPI:
     """The ASGI app. Its lifespan starts the backends and the system's services."""
+    store = open_object_store(system.settings.store_url, system.settings.object_store_root())  # the stats
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -36,6 +43,7 @@ def create_app(system: System) -> FastAPI:
             log.info("demo thread ready", thread_id=thread_id)
         yield
         await system.close()
+        await store.close()
 
     app = FastAPI(
         title="threadcast",
@@ -51,10 +59,22 @@ def create_app(system: System) -> FastAPI:
         POSTS_CREATED.inc()
         system.wake_relay()
 
-    app.include_router(build_router(system.repo, lambda: system.runner.live.current, on_post))
-    app.include_router(build_edge_auth_router(system.settings))
+    def on_vote() -> None:
+        VOTES_CHANGED.inc()
+        system.wake_relay()
+
+    def live() -> LiveConfig:
+        return system.runner.live.current
+
+    limits = RateLimits(live, parse_networks(system.settings.trusted_proxies))
+    app.state.rate_limits = limits  # read by the routes' rate_limit(...) dependencies
+    app.include_router(build_router(system.repo, live, on_post))
+    app.include_router(build_vote_router(system.repo, live, on_vote))
+    app.include_router(build_public_config_router(live))
+    app.include_router(build_edge_auth_router(system.settings, limits))
+    app.include_router(build_stats_router(store))
     if system.hub is not None:
-        app.router.routes.extend(edge_routes(system.hub, system.settings))
+        app.router.routes.extend(edge_routes(system.hub, system.settings, live=live, limits=limits))
 
     @app.get("/healthz", include_in_schema=False)
     async def healthz() -> JSONResponse:
@@ -87,6 +107,10 @@ def create_app(system: System) -> FastAPI:
     async def demo_page() -> FileResponse:
         return FileResponse(STATIC / "demo.html")
 
+    @app.get("/stats", include_in_schema=False)
+    async def stats_page() -> FileResponse:
+        return FileResponse(STATIC / "stats.html")
+
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     app.add_middleware(BodyLimit, limit=2 * system.settings.max_message_bytes + 16 * 1024)
     # The embed runs on other sites: anyone may read and post (no cookies, no credentials).
@@ -95,6 +119,6 @@ def create_app(system: System) -> FastAPI:
         allow_origins=["*"],
         allow_methods=["GET", "POST"],
         allow_headers=["Content-Type", "Idempotency-Key", "If-None-Match", "If-Modified-Since", "Last-Event-ID"],
-        expose_headers=["Etag", "Last-Modified"],
+        expose_headers=["Etag", "Last-Modified", "Retry-After"],
     )
     return app

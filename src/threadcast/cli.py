@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import signal
+import socket
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
@@ -15,6 +16,7 @@ from threadcast.bench.command import bench
 from threadcast.config import Settings, load_settings
 from threadcast.edge.nginx_config import DEBIAN_NCHAN_MODULE, Address, EdgeConfigOptions, render_nginx_config
 from threadcast.logs import configure_logging
+from threadcast.stats.cli import stats
 
 if TYPE_CHECKING:
     from threadcast.bus.queue import WorkQueue
@@ -47,6 +49,7 @@ def main() -> None:
 
 
 main.add_command(bench)
+main.add_command(stats)
 
 
 @main.command()
@@ -56,7 +59,7 @@ main.add_command(bench)
 @click.option("--log-level", default="info", type=click.Choice(["debug", "info", "warning", "error"]))
 @config_option
 def up(host: str | None, port: int | None, data_dir: Path | None, log_level: str, config: Path | None) -> None:
-    """Run the whole system in one process: API, relay, dispatcher, formatter and edge."""
+    """Run the whole system in one process: API, relay, dispatcher, formatter, janitor and edge."""
     from threadcast.app import create_app
     from threadcast.system import System
 
@@ -88,6 +91,11 @@ class _Server(uvicorn.Server):
     def __init__(self, config: uvicorn.Config, system: "System") -> None:
         super().__init__(config)
         self.system = system
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets)
+        if self.started:
+            self.system.serving()  # registers the API (and its edge) now that it answers
 
     def handle_exit(self, sig: int, frame: object) -> None:
         if self.should_exit and sig == signal.SIGINT:
@@ -132,7 +140,7 @@ def run(
 ) -> None:
     """Run services until SIGTERM or SIGINT. A SERVICE is a built-in name (relay, dispatcher,
     formatter), a module:attribute or a path/to/file.py[:attribute]."""
-    from threadcast.system import follow_live_edges, remote_edge_publisher
+    from threadcast.system import follow_edges, remote_edge_publisher
     from threadcast.toolkit import Backends, Runner
 
     settings = _settings(config, ops_port=ops_port)
@@ -143,7 +151,7 @@ def run(
     edge = remote_edge_publisher(settings)
     backends = Backends.from_settings(settings, edge=edge)
     runner = Runner(found, backends, settings=settings, concurrency=concurrency, grace=grace, ops_port=settings.ops_port)
-    follow_live_edges(runner, edge)
+    follow_edges(runner, edge)
     try:
         raise SystemExit(runner.run())
     except ValidationError as exc:  # a service's own configuration (its `config` type)

@@ -8,6 +8,8 @@ Backends are chosen by URL. Empty URLs mean "the embedded backend under the data
 - ``coord_url``: ``sqlite:///path/coord.db`` (default) or ``zk://host:port[,host:port]/chroot``
 - ``edge_url``: ``embedded`` (default: the edge runs in the API process),
   ``http://host:port`` (a remote embedded edge) or ``nchan+http://host:port``
+- ``store_url`` (where the stats go): ``""`` (default: the folder ``<data_dir>/objects``),
+  ``file:///path`` or ``s3://bucket/prefix?endpoint=http://host:port&region=...``
 """
 
 from __future__ import annotations
@@ -20,8 +22,8 @@ from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
-SERVICES = ("relay", "dispatcher", "formatter")
-"""The pipeline services a threadcast process can run beside the API."""
+SERVICES = ("relay", "dispatcher", "formatter", "janitor", "stats")
+"""The built-in services a threadcast process can run beside the API."""
 
 
 class Settings(BaseSettings):
@@ -37,8 +39,11 @@ class Settings(BaseSettings):
     queue_url: str = ""
     coord_url: str = ""
     edge_url: str = "embedded"
+    store_url: str = ""
 
     events_topic: str = "events"
+    deliveries_topic: str = "deliveries"
+    """Where the formatter reports each delivered event (for the stats' latency)."""
     log_partitions: int = Field(8, ge=1)
     format_queue: str = "realtime.format"
     max_attempts: int = Field(5, ge=1)
@@ -48,13 +53,20 @@ class Settings(BaseSettings):
     channel_buffer_ttl: float = Field(3600.0, gt=0)
     heartbeat_interval: float = Field(15.0, gt=0)
     poll_interval: float = Field(0.05, gt=0)
+    janitor_interval: float = Field(60.0, gt=0)
+    """Seconds between two passes of the dead-letter janitor."""
+    dead_letter_retention: float = Field(7 * 24 * 3600.0, ge=0)
+    """Seconds the janitor keeps a dead letter (0: forever)."""
 
-    services: str = "relay,dispatcher,formatter"
+    services: str = "relay,dispatcher,formatter,janitor,stats"
     """The services `threadcast up` runs beside the API (comma-separated; empty: API only)."""
     seed_demo: bool = True
     ops_port: int | None = Field(None, ge=0, le=65535)
     """Where `threadcast run` serves /healthz, /readyz and /metrics (none by default; 0: any free port)."""
     secret: str = "threadcast-dev-secret-change-me"
+    trusted_proxies: str = ""
+    """Proxies (addresses or CIDR networks, comma-separated) whose X-Forwarded-For names the
+    client for the rate limits; loopback is always trusted (api/rate_limits.py)."""
 
     def resolved_database_url(self) -> str:
         return self.database_url or f"sqlite+aiosqlite:///{self.data_dir / 'threadcast.db'}"
@@ -67,6 +79,10 @@ class Settings(BaseSettings):
 
     def resolved_coord_url(self) -> str:
         return self.coord_url or f"sqlite:///{self.data_dir / 'coord.db'}"
+
+    def object_store_root(self) -> Path:
+        """The folder the object store uses when `store_url` is empty."""
+        return self.data_dir / "objects"
 
     @field_validator("services")
     @classmethod

@@ -11,6 +11,7 @@ from threadcast.config import Settings
 from threadcast.coord import open_coordinator
 from threadcast.edge.http_publisher import HttpEdgePublisher
 from threadcast.store.db import Database
+from threadcast.store.objects import open_object_store
 from threadcast.system import edge_publisher_urls
 
 HINTS = {
@@ -22,6 +23,8 @@ HINTS = {
     "coord": "is THREADCAST_COORD_URL right? For ZooKeeper: is it up (dev/services up zookeeper) and does "
     "the chroot path look like /threadcast?",
     "edge": "is THREADCAST_EDGE_URL right, and does every edge answer on its /pub/ location from this host?",
+    "store": "is THREADCAST_STORE_URL right? For S3: is the server up (dev/services up s3), and are the "
+    "endpoint, region and credentials right?",
 }
 
 
@@ -63,6 +66,8 @@ async def run_doctor(settings: Settings) -> list[Check]:
         _check("queue", settings.resolved_queue_url(), open_queue(settings.resolved_queue_url())),
         _check("coord", settings.resolved_coord_url(), open_coordinator(settings.resolved_coord_url())),
     ]
+    store = open_object_store(settings.store_url, settings.object_store_root())
+    checks.append(_check("store", store.url, store))
     if settings.edge_url != "embedded":
         checks.append(_check("edge", settings.edge_url, HttpEdgePublisher(edge_publisher_urls(settings.edge_url))))
     return list(await asyncio.gather(*checks))

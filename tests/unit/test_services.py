@@ -19,7 +19,7 @@ from threadcast.events import Event, PushMessage, decode_event, decode_push
 from threadcast.services import dispatcher, formatter, relay
 from threadcast.store.db import Database
 from threadcast.store.repository import Repository
-from threadcast.system import follow_live_edges, remote_edge_publisher
+from threadcast.system import follow_edges, remote_edge_publisher
 from threadcast.toolkit import Backends, BackendMissing, MemoryInbox, Runner, TestKit
 from threadcast.toolkit.memory import MemoryEdge, MemoryLog, MemoryQueue
 
@@ -351,7 +351,7 @@ def test_a_service_process_publishes_to_the_api_process_or_to_the_configured_edg
 async def test_a_service_process_publishes_to_the_live_edges_while_any_are_set(coord):
     publisher = remote_edge_publisher(Settings(edge_url="http://127.0.0.1:8001"))
     runner = Runner([], Backends(coord=coord))
-    follow_live_edges(runner, publisher)
+    follow_edges(runner, publisher)
     async with runner:
         await coord.set_config("edges", ["nchan+http://127.0.0.1:8080", "http://127.0.0.2:8001/"])
         await wait_until(lambda: publisher.urls == ["http://127.0.0.1:8080", "http://127.0.0.2:8001"], "the live edges")

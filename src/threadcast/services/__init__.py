@@ -3,7 +3,9 @@
 - `relay`: moves committed events from the database outbox to the event log, in order;
 - `dispatcher`: reads the event log as group `realtime`, publishes one format job per event;
 - `formatter`: renders each job into push messages and publishes them on every channel the
-  event concerns, with the reusable stage `edge_publisher.publish_to_edge`.
+  event concerns, with the reusable stage `edge_publisher.publish_to_edge`;
+- `janitor`: expires old dead letters of those services' queues and reports how many remain
+  (a singleton duty, like the relay).
 
 `threadcast up` runs them beside the API; `threadcast run <name>` runs any of them alone.
 """

@@ -1,0 +1,262 @@
+"""The log spout: reads event-log topics as a consumer group and emits one tuple per record, the
+way Storm's KafkaSpout does, so the bolts behind it are the same on both engines.
+
+- Output fields are KafkaSpout's default `(topic, partition, offset, key, value)`, with the
+  record's value as text.
+- Offsets are committed only up to the first record not acked yet, per partition (the
+  contiguous acked prefix), every `commit_interval` seconds and at close: a crash replays
+  exactly what was not done.
+- A failed tuple (failed downstream, or timed out) is emitted again after a backoff.
+- A reader task polls ahead (up to `buffer` records) while the topology works, and does every
+  call on the consumers (polls and commits), so a consumer is never used by two tasks at once.
+- Records read ahead go out in append-time order across partitions and topics, so partitions
+  advance together in event time (see `threadcast.stats.readahead`).
+- In a bounded run (`stop_at_end`), records appended after the spout opened are not emitted,
+  and `exhausted` says when everything before was.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import heapq
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import structlog
+
+from threadcast.bus.log import EventLog, LogConsumer, Record
+from threadcast.stats import metrics
+from threadcast.stats.readahead import ReadAhead
+from threadcast.toolkit.backoff import Backoff
+from threadcast.toolkit.offsets import OffsetTracker
+
+log = structlog.get_logger("threadcast.stats")
+
+OUTPUT_FIELDS = ("topic", "partition", "offset", "key", "value")
+IDLE_POLL = 0.1
+"""Seconds a poll waits when no topic had records (and `next_tuple` for the reader)."""
+END_REFRESH = 0.05
+"""Seconds between two looks at the end offsets (which partitions have more to read)."""
+REPLAY_BACKOFF = Backoff(base=0.1, cap=10.0)
+ERROR_DELAY = 1.0
+
+MessageId = tuple[str, int, int]
+"""(topic, partition, offset)"""
+Emit = Callable[[Sequence[Any], MessageId], None]
+
+
+@dataclass(frozen=True)
+class LogSpoutSpec:
+    """What a log spout reads (plain data; on Storm it configures a KafkaSpout)."""
+
+    topics: tuple[str, ...]
+    group: str
+    poll_records: int = 250
+    buffer: int = 16_000
+    commit_interval: float = 1.0
+    start_at: float | None = None
+    """Seek every partition to the first record appended at or after this time (seconds since
+    the epoch) instead of the group's committed offsets."""
+    stop_at_end: bool = False
+    """A bounded run: stop at the end offsets the topics had when the spout opened."""
+
+    @property
+    def output_fields(self) -> tuple[str, ...]:
+        return OUTPUT_FIELDS
+
+
+class LogSpout:
+    def __init__(self, spec: LogSpoutSpec, event_log: EventLog, emit: Emit) -> None:
+        self.spec = spec
+        self._log = event_log
+        self._emit = emit
+        self._consumers: dict[str, LogConsumer] = {}
+        self._trackers: dict[str, OffsetTracker] = {topic: OffsetTracker() for topic in spec.topics}
+        self._ahead = ReadAhead(spec.buffer)
+        self._readable = asyncio.Event()
+        self._space = asyncio.Event()
+        self._reader: asyncio.Task[None] | None = None
+        self._in_flight: dict[MessageId, Record] = {}
+        self._attempts: dict[MessageId, int] = {}
+        self._replays: list[tuple[float, MessageId]] = []
+        self._read_up_to: dict[str, float] = {topic: 0.0 for topic in spec.topics}
+        """Per topic, the append time of the newest record read."""
+        self._stop_at: dict[str, dict[int, int]] = {}
+        self._drained: set[str] = set()
+        self._fruitless: dict[str, int] = {topic: 0 for topic in spec.topics}
+        """Bounded runs: polls in a row that found no record before the end offsets."""
+
+    async def open(self) -> None:
+        for topic in self.spec.topics:
+            consumer = self._log.consumer(topic, self.spec.group)
+            self._consumers[topic] = consumer
+            if self.spec.stop_at_end:
+                self._stop_at[topic] = await self._log.end_offsets(topic)
+            if self.spec.start_at is not None:
+                await _seek_when_assigned(consumer, self.spec.start_at)
+        self._reader = asyncio.create_task(self._read_ahead(), name="log-spout-reader")
+
+    @property
+    def exhausted(self) -> bool:
+        """Bounded runs: every record before the end offsets was emitted, none waits for a replay."""
+        return (
+            self.spec.stop_at_end
+            and not self._replays
+            and not self._ahead
+            and self._drained == set(self.spec.topics)
+        )
+
+    async def next_tuple(self, room: int) -> int:
+        """Emit up to `room` tuples: replays that are due first, else records read ahead
+        (waiting briefly when none can go). Return how many were emitted."""
+        emitted = self._replay_due(room)
+        if not emitted:
+            emitted = self._emit_read_ahead(room)
+        if not emitted:
+            self._readable.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._readable.wait(), IDLE_POLL)
+            emitted = self._emit_read_ahead(room)
+        return emitted
+
+    def _emit_read_ahead(self, room: int) -> int:
+        records = self._ahead.take(room)
+        emit, in_flight, trackers = self._emit, self._in_flight, self._trackers
+        for record in records:
+            msg_id = (record.topic, record.partition, record.offset)
+            trackers[record.topic].begin(record.partition, record.offset)
+            in_flight[msg_id] = record
+            emit(_values(record), msg_id)
+        if records:
+            self._space.set()
+        return len(records)
+
+    def ack(self, msg_id: MessageId) -> None:
+        topic, partition, offset = msg_id
+        self._trackers[topic].finish(partition, offset)
+        del self._in_flight[msg_id]
+        self._attempts.pop(msg_id, None)
+
+    def fail(self, msg_id: MessageId) -> None:
+        attempts = self._attempts[msg_id] = self._attempts.get(msg_id, 0) + 1
+        heapq.heappush(self._replays, (time.monotonic() + REPLAY_BACKOFF.delay(attempts), msg_id))
+        metrics.REPLAYED.inc()
+
+    async def close(self) -> None:
+        """Stop reading, commit the acked prefix and leave the group (what is not committed is
+        read again)."""
+        if self._reader is not None:
+            self._reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._reader
+        try:
+            await self._commit()
+        finally:
+            for consumer in self._consumers.values():
+                await consumer.close()
+
+    # -- the reader task -----------------------------------------------------------------------
+
+    async def _read_ahead(self) -> None:
+        last_commit = last_ends = time.monotonic()
+        refusals = 0
+        while True:
+            try:
+                if time.monotonic() - last_commit >= self.spec.commit_interval:
+                    last_commit = time.monotonic()
+                    await self._commit()
+                if time.monotonic() - last_ends >= END_REFRESH:
+                    last_ends = time.monotonic()
+                    for topic in self.spec.topics:
+                        self._ahead.ends(topic, await self._log.end_offsets(topic))
+                polled, kept = await self._poll()
+                if kept:
+                    refusals = 0
+                    self._readable.set()
+                elif polled:  # records of partitions whose buffers are full only
+                    refusals += 1
+                    if refusals > self._assigned():  # all of them: wait for the topology
+                        refusals = 0
+                        await self._wait_for_space(IDLE_POLL)
+            except Exception:
+                log.exception("stats spout: reading the log failed; retrying")
+                await asyncio.sleep(ERROR_DELAY)
+
+    async def _wait_for_space(self, timeout: float) -> None:
+        self._space.clear()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._space.wait(), timeout)
+
+    async def _commit(self) -> None:
+        for topic, consumer in self._consumers.items():
+            tracker = self._trackers[topic]
+            positions = tracker.committable()
+            if positions:
+                await consumer.commit(positions)
+                tracker.committed(positions)
+
+    async def _poll(self) -> tuple[int, int]:
+        """One non-blocking poll per topic until one has records, first a topic with a partition
+        that holds the others back, then the topic read least far (in append time); if none
+        had records, one poll that waits a little. Returns how many records were polled and
+        how many kept."""
+        order = sorted(self.spec.topics, key=lambda topic: (not self._ahead.hungry(topic), self._read_up_to[topic]))
+        for waiting, topic in enumerate((*order, order[0])):
+            timeout = IDLE_POLL if waiting == len(order) else 0.0
+            consumer = self._consumers[topic]
+            records = await consumer.poll(max_records=self.spec.poll_records, timeout=timeout)
+            if topic in self._stop_at:
+                records = self._before_the_end(topic, records, waited=timeout > 0)
+            if records:
+                self._read_up_to[topic] = max(self._read_up_to[topic], records[-1].timestamp)
+                return len(records), await self._keep(consumer, records)
+        return 0, 0
+
+    async def _keep(self, consumer: LogConsumer, records: list[Record]) -> int:
+        """Read records ahead; seek back to those left out (partitions ahead of the others)."""
+        before = len(self._ahead)
+        share = max(self.spec.poll_records, self._ahead.share(self._assigned()))
+        for partition, offset in self._ahead.add(records, share).items():
+            await consumer.seek(partition, offset)
+        return len(self._ahead) - before
+
+    def _assigned(self) -> int:
+        return sum(len(consumer.assignment()) for consumer in self._consumers.values())
+
+    def _before_the_end(self, topic: str, records: list[Record], *, waited: bool) -> list[Record]:
+        """Bounded runs: the records appended before the spout opened; marks the topic drained
+        once a poll per partition (they take turns) found none."""
+        stop_at = self._stop_at[topic]
+        fresh = [r for r in records if r.offset < stop_at.get(r.partition, 0)]
+        if fresh:
+            self._fruitless[topic] = 0
+        elif records or waited:
+            self._fruitless[topic] += 1
+        if self._fruitless[topic] > len(stop_at):
+            self._drained.add(topic)
+        return fresh
+
+    def _replay_due(self, room: int) -> int:
+        now, emitted = time.monotonic(), 0
+        while self._replays and emitted < room and self._replays[0][0] <= now:
+            _, msg_id = heapq.heappop(self._replays)
+            record = self._in_flight.get(msg_id)
+            if record is not None:
+                self._emit(_values(record), msg_id)
+                emitted += 1
+        return emitted
+
+
+def _values(record: Record) -> list[Any]:
+    return [record.topic, record.partition, record.offset, record.key, record.value.decode("utf-8", "replace")]
+
+
+async def _seek_when_assigned(consumer: LogConsumer, timestamp: float) -> None:
+    """Join the group (the first polls), then seek; records polled before the seek are dropped:
+    they are read again from the new positions."""
+    while not consumer.assignment():
+        await consumer.poll(max_records=1, timeout=IDLE_POLL)
+    await consumer.seek_to_timestamp(timestamp)

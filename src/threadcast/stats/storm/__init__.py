@@ -1,0 +1,1 @@
+"""The stats topology on Apache Storm: Python bolts spoken to over Storm's multilang protocol."""

@@ -1,0 +1,249 @@
+"""The embedded runner: acking, offset commits, replays, timeouts, groupings and ticks, on the
+embedded SQLite log, with small bolts that let the test ack and fail by hand."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.toolkit.helpers import wait_until
+from threadcast.bus.log import Message
+from threadcast.bus.sqlite_log import SqliteLog
+from threadcast.stats.runner import EmbeddedRunner
+from threadcast.stats.spout import LogSpoutSpec
+from threadcast.stats.topology import Bolt, Collector, Topology, TopologyContext, Tuple
+
+TOPIC, GROUP = "numbers", "counting"
+
+
+class Holding(Bolt):
+    """Keeps every tuple it gets (with its collector) in the shared list `resources["held"]`;
+    the test acks or fails them."""
+
+    def prepare(self, conf: Mapping[str, Any], context: TopologyContext, collector: Collector) -> None:
+        super().prepare(conf, context, collector)
+        self.held: list[tuple[Tuple, Collector, tuple[str, int]]] = context.resources["held"]
+
+    def process(self, tup: Tuple) -> None:
+        self.held.append((tup, self.collector, (self.context.component, self.context.task_index)))
+
+
+class Forward(Bolt):
+    """Emits `(key, offset)` anchored to its input, then acks it."""
+
+    outputs = {"default": ("key", "offset")}
+
+    def process(self, tup: Tuple) -> None:
+        self.collector.emit([tup["key"], tup["offset"]], anchors=[tup])
+        self.collector.ack(tup)
+
+
+class Exploding(Bolt):
+    """Raises on the first sight of offset 1, acks everything else (and offset 1 the next time)."""
+
+    def prepare(self, conf: Mapping[str, Any], context: TopologyContext, collector: Collector) -> None:
+        super().prepare(conf, context, collector)
+        self.seen: list[int] = context.resources["seen"]
+
+    def process(self, tup: Tuple) -> None:
+        self.seen.append(tup["offset"])
+        if tup["offset"] == 1 and self.seen.count(1) == 1:
+            raise RuntimeError("boom")
+        self.collector.ack(tup)
+
+
+class Ticking(Bolt):
+    def prepare(self, conf: Mapping[str, Any], context: TopologyContext, collector: Collector) -> None:
+        super().prepare(conf, context, collector)
+        self.ticks: list[float] = context.resources["ticks"]
+
+    def process(self, tup: Tuple) -> None:
+        self.collector.ack(tup)
+
+    def tick(self, now: float) -> None:
+        self.ticks.append(now)
+
+
+@pytest.fixture
+async def event_log(tmp_path: Path):
+    log = SqliteLog(tmp_path / "log.db", poll_interval=0.01)
+    await log.start()
+    await log.create_topic(TOPIC, 1)
+    await log.append(TOPIC, [Message(f"v{n}".encode(), key=f"k{n % 3}") for n in range(6)])
+    yield log
+    await log.close()
+
+
+def topology(**options: Any) -> Topology:
+    built = Topology("test", **options)
+    built.spout("log", LogSpoutSpec((TOPIC,), GROUP, commit_interval=0.02))
+    return built
+
+
+async def committed(event_log: SqliteLog) -> int:
+    return (await event_log.committed(TOPIC, GROUP))[0]
+
+
+async def wait_committed(event_log: SqliteLog, offset: int) -> None:
+    for _ in range(500):
+        if await committed(event_log) == offset:
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError(f"committed {await committed(event_log)}, expected {offset}")
+
+
+def by_offset(held: list, offset: int) -> tuple[Tuple, Collector, Any]:
+    return next(entry for entry in reversed(held) if entry[0]["offset"] == offset)
+
+
+async def test_only_the_contiguous_acked_prefix_is_committed(event_log):
+    held: list = []
+    built = topology()
+    built.bolt("hold", Holding).shuffle("log")
+    runner = EmbeddedRunner(built, event_log, resources={"held": held})
+    await runner.start()
+    try:
+        await wait_until(lambda: len(held) == 6, "every record held")
+        for offset in (2, 3, 5):
+            tup, collector, _ = by_offset(held, offset)
+            collector.ack(tup)
+        await asyncio.sleep(0.1)
+        assert await committed(event_log) == 0
+        tup, collector, _ = by_offset(held, 0)
+        collector.ack(tup)
+        await wait_committed(event_log, 1)
+        tup, collector, _ = by_offset(held, 1)
+        collector.ack(tup)
+        await wait_committed(event_log, 4)
+    finally:
+        await runner.stop()
+    assert await committed(event_log) == 4  # 4 was never acked: read again after a restart
+
+
+async def test_a_tree_is_done_only_when_every_descendant_is_acked(event_log):
+    held: list = []
+    built = topology()
+    built.bolt("forward", Forward, parallelism=2).shuffle("log")
+    built.bolt("hold", Holding).global_("forward")
+    runner = EmbeddedRunner(built, event_log, resources={"held": held})
+    await runner.start()
+    try:
+        await wait_until(lambda: len(held) == 6, "every record forwarded")
+        await asyncio.sleep(0.1)
+        assert await committed(event_log) == 0 and runner.pending() == 6
+        for tup, collector, _ in held:
+            collector.ack(tup)
+        await wait_committed(event_log, 6)
+        assert runner.pending() == 0
+    finally:
+        await runner.stop()
+
+
+async def test_a_failed_tuple_is_emitted_again_and_the_second_ack_commits(event_log):
+    held: list = []
+    built = topology()
+    built.bolt("hold", Holding).shuffle("log")
+    runner = EmbeddedRunner(built, event_log, resources={"held": held})
+    await runner.start()
+    try:
+        await wait_until(lambda: len(held) == 6, "every record held")
+        for tup, collector, _ in list(held):
+            (collector.fail if tup["offset"] == 1 else collector.ack)(tup)
+        await wait_committed(event_log, 1)
+        await wait_until(lambda: len(held) == 7, "offset 1 emitted again")
+        again, collector, _ = held[-1]
+        assert again["offset"] == 1 and again["value"] == "v1" and again.id != by_offset(held[:6], 1)[0].id
+        collector.ack(again)
+        await wait_committed(event_log, 6)
+    finally:
+        await runner.stop()
+
+
+async def test_a_tuple_not_done_within_the_message_timeout_is_replayed(event_log):
+    held: list = []
+    built = topology(message_timeout=0.3)
+    built.bolt("hold", Holding).shuffle("log")
+    runner = EmbeddedRunner(built, event_log, resources={"held": held})
+    await runner.start()
+    try:
+        await wait_until(lambda: len(held) == 6, "every record held")
+        first = list(held)
+        for tup, collector, _ in first:
+            if tup["offset"] != 4:
+                collector.ack(tup)
+        await wait_until(lambda: len(held) == 7, "offset 4 replayed after the timeout")
+        assert held[-1][0]["offset"] == 4
+        late, collector, _ = by_offset(first, 4)
+        collector.ack(late)  # the timed-out copy: ignored
+        await asyncio.sleep(0.1)
+        assert await committed(event_log) == 4
+        replay, collector, _ = held[-1]
+        collector.ack(replay)
+        await wait_committed(event_log, 6)
+    finally:
+        await runner.stop()
+
+
+async def test_a_bolt_that_raises_fails_its_tuple_which_is_replayed(event_log):
+    seen: list[int] = []
+    built = topology()
+    built.bolt("explode", Exploding).shuffle("log")
+    runner = EmbeddedRunner(built, event_log, resources={"seen": seen})
+    await runner.start()
+    try:
+        await wait_committed(event_log, 6)
+        assert sorted(seen) == [0, 1, 1, 2, 3, 4, 5]
+        assert runner.failure is None
+    finally:
+        await runner.stop()
+
+
+async def test_max_spout_pending_caps_the_tuples_in_flight(event_log):
+    held: list = []
+    built = topology(max_spout_pending=4)
+    built.bolt("hold", Holding).shuffle("log")
+    runner = EmbeddedRunner(built, event_log, resources={"held": held})
+    await runner.start()
+    try:
+        await wait_until(lambda: len(held) == 4, "four held")
+        await asyncio.sleep(0.1)
+        assert len(held) == 4
+        tup, collector, _ = held[0]
+        collector.ack(tup)
+        await wait_until(lambda: len(held) == 5, "one more after an ack")
+    finally:
+        await runner.stop()
+
+
+async def test_fields_grouping_sends_one_key_to_one_task_and_all_grouping_to_every_task(event_log):
+    held: list = []
+    built = topology()
+    built.bolt("keyed", Holding, parallelism=3).fields("log", "key")
+    built.bolt("every", Holding, parallelism=2).all_("log")
+    runner = EmbeddedRunner(built, event_log, resources={"held": held})
+    await runner.start()
+    try:
+        await wait_until(lambda: len(held) == 6 + 2 * 6, "every tuple delivered")
+    finally:
+        await runner.stop()
+    keyed = [(tup["key"], where) for tup, _collector, where in held if where[0] == "keyed"]
+    assert len(keyed) == 6
+    assert all(len({w for k, w in keyed if k == key}) == 1 for key, _ in keyed)
+    every = [(tup["offset"], where) for tup, _collector, where in held if where[0] == "every"]
+    assert sorted(every) == sorted((offset, ("every", task)) for offset in range(6) for task in (0, 1))
+
+
+async def test_ticks_reach_a_bolt_at_its_interval(event_log):
+    ticks: list[float] = []
+    built = topology()
+    built.bolt("tick", Ticking, tick=0.05).shuffle("log")
+    runner = EmbeddedRunner(built, event_log, resources={"ticks": ticks})
+    await runner.start()
+    try:
+        await wait_until(lambda: len(ticks) >= 3, "three ticks")
+    finally:
+        await runner.stop()
