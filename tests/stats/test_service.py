@@ -124,3 +124,34 @@ async def test_a_rebuild_rewrites_the_windows_of_a_time_range_as_they_were(tmp_p
     assert written == sorted(k for k in in_range if k.startswith("stats/forum/"))
     assert {key: await store.get(key) for key in in_range} == {key: original[key] for key in in_range}
     assert not await store.exists(outside)  # outside the range: left alone
+
+
+def test_threadcast_stats_rebuild_restores_deleted_windows_from_the_log(tmp_path):
+    from click.testing import CliRunner
+
+    from threadcast.cli import main
+
+    base = (int(time.time()) // 60 - 20) * 60
+    store = asyncio.run(run_to_the_end(tmp_path, dense_stream(minutes=3, base=base), PARTITIONS, CONFIG))
+    forum_keys = asyncio.run(store.list("stats/forum/"))
+    for key in forum_keys:
+        asyncio.run(store.delete(key))
+
+    result = CliRunner().invoke(main, ["stats", "rebuild", "--since", "30m", "--data-dir", str(tmp_path)])
+
+    assert result.exit_code == 0, result.output
+    assert f"{len(forum_keys)} forum windows rewritten" in result.output
+    assert asyncio.run(store.list("stats/forum/")) == forum_keys
+
+
+def test_threadcast_stats_rebuild_says_what_is_wrong_with_its_input(tmp_path):
+    from click.testing import CliRunner
+
+    from threadcast.cli import main
+
+    runner = CliRunner()
+    bad_duration = runner.invoke(main, ["stats", "rebuild", "--since", "soon", "--data-dir", str(tmp_path)])
+    no_log = runner.invoke(main, ["stats", "rebuild", "--since", "1h", "--data-dir", str(tmp_path)])
+
+    assert bad_duration.exit_code == 2 and "unknown duration" in bad_duration.output
+    assert no_log.exit_code == 2 and "no topic" in no_log.output

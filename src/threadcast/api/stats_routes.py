@@ -34,7 +34,7 @@ class StatsWindow(BaseModel):
     votes: int
     active_threads: int
     unique_authors: int
-    late_events: int = Field(description="Events that arrived after their window had closed.")
+    late_events: int = Field(description="Events that came after their window had ended (by the newer events of their log partition) and still counted, within the allowed lateness.")
     latency_count: int = Field(description="Deliveries measured for the latency figures.")
     latency_p50_ms: float | None
     latency_p90_ms: float | None

@@ -119,6 +119,39 @@ def stats_top(
     click.echo(render(columns, [tuple(row[c] for c in columns) for row in rows], output), nl=False)
 
 
+@stats.command("rebuild")
+@click.option("--since", required=True, callback=_since, help="Rewrite windows from this long ago: 30m, 1h, 2d ...")
+@click.option(
+    "--until", default=None, help="Up to this long ago (default: every window surely closed by now)."
+)
+@store_options
+def stats_rebuild(
+    since: datetime, until: str | None, store_url: str | None, data_dir: Path | None, config: Path | None
+) -> None:
+    """Recompute past windows from the event log and overwrite their objects (after a bug fix,
+    or to fill a store that was empty). The live stats service keeps running."""
+    import asyncio
+
+    from threadcast.bus.log import UnknownTopicError
+    from threadcast.cli import _settings
+    from threadcast.stats.query import parse_since
+    from threadcast.stats.rebuild import rebuild
+
+    try:
+        end = parse_since(until).timestamp() if until else None
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="'--until'") from None
+    settings = _settings(config, data_dir=data_dir, store_url=store_url)
+    click.echo(f"rebuilding the windows since {since.isoformat(timespec='seconds')} from the event log ...", err=True)
+    try:
+        written = asyncio.run(rebuild(settings, since.timestamp(), end))
+    except UnknownTopicError as exc:
+        raise BadInput(f"the event log has no topic {exc}: nothing was ever posted there") from None
+    except ValueError as exc:
+        raise BadInput(str(exc)) from None
+    click.echo(f"{len(written)} forum windows rewritten")
+
+
 T = TypeVar("T")
 
 
