@@ -1,23 +1,28 @@
 """The embedded runner: acking, offset commits, replays, timeouts, groupings and ticks, on the
-embedded SQLite log, with small bolts that let the test ack and fail by hand."""
+embedded SQLite log and on Kafka (when THREADCAST_TEST_BACKENDS names it), with small bolts that
+let the test ack and fail by hand."""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping
+import os
+import uuid
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from tests.conftest import backend_params
 from tests.toolkit.helpers import wait_until
-from threadcast.bus.log import Message
+from threadcast.bus.log import EventLog, Message
 from threadcast.bus.sqlite_log import SqliteLog
 from threadcast.stats.runner import EmbeddedRunner
 from threadcast.stats.spout import LogSpoutSpec
 from threadcast.stats.topology import Bolt, Collector, Topology, TopologyContext, Tuple
 
-TOPIC, GROUP = "numbers", "counting"
+GROUP = "counting"
 
 
 class Holding(Bolt):
@@ -68,43 +73,57 @@ class Ticking(Bolt):
         self.ticks.append(now)
 
 
-@pytest.fixture
-async def event_log(tmp_path: Path):
-    log = SqliteLog(tmp_path / "log.db", poll_interval=0.01)
+@dataclass(frozen=True)
+class Numbers:
+    """Six records in a one-partition topic of a log (a new topic each time, for Kafka)."""
+
+    log: EventLog
+    topic: str
+
+
+@pytest.fixture(params=backend_params("kafka"))
+async def numbers(request, tmp_path: Path) -> AsyncIterator[Numbers]:
+    if request.param == "kafka":
+        from threadcast.bus.kafka_log import KafkaLog
+
+        log: EventLog = KafkaLog(os.environ["THREADCAST_TEST_KAFKA_URL"])
+    else:
+        log = SqliteLog(tmp_path / "log.db", poll_interval=0.01)
     await log.start()
-    await log.create_topic(TOPIC, 1)
-    await log.append(TOPIC, [Message(f"v{n}".encode(), key=f"k{n % 3}") for n in range(6)])
-    yield log
+    topic = f"numbers-{uuid.uuid4().hex[:8]}"
+    await log.create_topic(topic, 1)
+    await log.append(topic, [Message(f"v{n}".encode(), key=f"k{n % 3}") for n in range(6)])
+    yield Numbers(log, topic)
     await log.close()
 
 
-def topology(**options: Any) -> Topology:
+def topology(numbers: Numbers, **options: Any) -> Topology:
     built = Topology("test", **options)
-    built.spout("log", LogSpoutSpec((TOPIC,), GROUP, commit_interval=0.02))
+    built.spout("log", LogSpoutSpec((numbers.topic,), GROUP, commit_interval=0.02))
     return built
 
 
-async def committed(event_log: SqliteLog) -> int:
-    return (await event_log.committed(TOPIC, GROUP))[0]
+async def committed(numbers: Numbers) -> int:
+    return (await numbers.log.committed(numbers.topic, GROUP))[0]
 
 
-async def wait_committed(event_log: SqliteLog, offset: int) -> None:
-    for _ in range(500):
-        if await committed(event_log) == offset:
+async def wait_committed(numbers: Numbers, offset: int) -> None:
+    for _ in range(1500):
+        if await committed(numbers) == offset:
             return
         await asyncio.sleep(0.01)
-    raise AssertionError(f"committed {await committed(event_log)}, expected {offset}")
+    raise AssertionError(f"committed {await committed(numbers)}, expected {offset}")
 
 
 def by_offset(held: list, offset: int) -> tuple[Tuple, Collector, Any]:
     return next(entry for entry in reversed(held) if entry[0]["offset"] == offset)
 
 
-async def test_only_the_contiguous_acked_prefix_is_committed(event_log):
+async def test_only_the_contiguous_acked_prefix_is_committed(numbers):
     held: list = []
-    built = topology()
+    built = topology(numbers)
     built.bolt("hold", Holding).shuffle("log")
-    runner = EmbeddedRunner(built, event_log, resources={"held": held})
+    runner = EmbeddedRunner(built, numbers.log, resources={"held": held})
     await runner.start()
     try:
         await wait_until(lambda: len(held) == 6, "every record held")
@@ -112,62 +131,62 @@ async def test_only_the_contiguous_acked_prefix_is_committed(event_log):
             tup, collector, _ = by_offset(held, offset)
             collector.ack(tup)
         await asyncio.sleep(0.1)
-        assert await committed(event_log) == 0
+        assert await committed(numbers) == 0
         tup, collector, _ = by_offset(held, 0)
         collector.ack(tup)
-        await wait_committed(event_log, 1)
+        await wait_committed(numbers, 1)
         tup, collector, _ = by_offset(held, 1)
         collector.ack(tup)
-        await wait_committed(event_log, 4)
+        await wait_committed(numbers, 4)
     finally:
         await runner.stop()
-    assert await committed(event_log) == 4  # 4 was never acked: read again after a restart
+    assert await committed(numbers) == 4  # 4 was never acked: read again after a restart
 
 
-async def test_a_tree_is_done_only_when_every_descendant_is_acked(event_log):
+async def test_a_tree_is_done_only_when_every_descendant_is_acked(numbers):
     held: list = []
-    built = topology()
+    built = topology(numbers)
     built.bolt("forward", Forward, parallelism=2).shuffle("log")
     built.bolt("hold", Holding).global_("forward")
-    runner = EmbeddedRunner(built, event_log, resources={"held": held})
+    runner = EmbeddedRunner(built, numbers.log, resources={"held": held})
     await runner.start()
     try:
         await wait_until(lambda: len(held) == 6, "every record forwarded")
         await asyncio.sleep(0.1)
-        assert await committed(event_log) == 0 and runner.pending() == 6
+        assert await committed(numbers) == 0 and runner.pending() == 6
         for tup, collector, _ in held:
             collector.ack(tup)
-        await wait_committed(event_log, 6)
+        await wait_committed(numbers, 6)
         assert runner.pending() == 0
     finally:
         await runner.stop()
 
 
-async def test_a_failed_tuple_is_emitted_again_and_the_second_ack_commits(event_log):
+async def test_a_failed_tuple_is_emitted_again_and_the_second_ack_commits(numbers):
     held: list = []
-    built = topology()
+    built = topology(numbers)
     built.bolt("hold", Holding).shuffle("log")
-    runner = EmbeddedRunner(built, event_log, resources={"held": held})
+    runner = EmbeddedRunner(built, numbers.log, resources={"held": held})
     await runner.start()
     try:
         await wait_until(lambda: len(held) == 6, "every record held")
         for tup, collector, _ in list(held):
             (collector.fail if tup["offset"] == 1 else collector.ack)(tup)
-        await wait_committed(event_log, 1)
+        await wait_committed(numbers, 1)
         await wait_until(lambda: len(held) == 7, "offset 1 emitted again")
         again, collector, _ = held[-1]
         assert again["offset"] == 1 and again["value"] == "v1" and again.id != by_offset(held[:6], 1)[0].id
         collector.ack(again)
-        await wait_committed(event_log, 6)
+        await wait_committed(numbers, 6)
     finally:
         await runner.stop()
 
 
-async def test_a_tuple_not_done_within_the_message_timeout_is_replayed(event_log):
+async def test_a_tuple_not_done_within_the_message_timeout_is_replayed(numbers):
     held: list = []
-    built = topology(message_timeout=0.3)
+    built = topology(numbers, message_timeout=0.3)
     built.bolt("hold", Holding).shuffle("log")
-    runner = EmbeddedRunner(built, event_log, resources={"held": held})
+    runner = EmbeddedRunner(built, numbers.log, resources={"held": held})
     await runner.start()
     try:
         await wait_until(lambda: len(held) == 6, "every record held")
@@ -180,33 +199,33 @@ async def test_a_tuple_not_done_within_the_message_timeout_is_replayed(event_log
         late, collector, _ = by_offset(first, 4)
         collector.ack(late)  # the timed-out copy: ignored
         await asyncio.sleep(0.1)
-        assert await committed(event_log) == 4
+        assert await committed(numbers) == 4
         replay, collector, _ = held[-1]
         collector.ack(replay)
-        await wait_committed(event_log, 6)
+        await wait_committed(numbers, 6)
     finally:
         await runner.stop()
 
 
-async def test_a_bolt_that_raises_fails_its_tuple_which_is_replayed(event_log):
+async def test_a_bolt_that_raises_fails_its_tuple_which_is_replayed(numbers):
     seen: list[int] = []
-    built = topology()
+    built = topology(numbers)
     built.bolt("explode", Exploding).shuffle("log")
-    runner = EmbeddedRunner(built, event_log, resources={"seen": seen})
+    runner = EmbeddedRunner(built, numbers.log, resources={"seen": seen})
     await runner.start()
     try:
-        await wait_committed(event_log, 6)
+        await wait_committed(numbers, 6)
         assert sorted(seen) == [0, 1, 1, 2, 3, 4, 5]
         assert runner.failure is None
     finally:
         await runner.stop()
 
 
-async def test_max_spout_pending_caps_the_tuples_in_flight(event_log):
+async def test_max_spout_pending_caps_the_tuples_in_flight(numbers):
     held: list = []
-    built = topology(max_spout_pending=4)
+    built = topology(numbers, max_spout_pending=4)
     built.bolt("hold", Holding).shuffle("log")
-    runner = EmbeddedRunner(built, event_log, resources={"held": held})
+    runner = EmbeddedRunner(built, numbers.log, resources={"held": held})
     await runner.start()
     try:
         await wait_until(lambda: len(held) == 4, "four held")
@@ -219,12 +238,12 @@ async def test_max_spout_pending_caps_the_tuples_in_flight(event_log):
         await runner.stop()
 
 
-async def test_fields_grouping_sends_one_key_to_one_task_and_all_grouping_to_every_task(event_log):
+async def test_fields_grouping_sends_one_key_to_one_task_and_all_grouping_to_every_task(numbers):
     held: list = []
-    built = topology()
+    built = topology(numbers)
     built.bolt("keyed", Holding, parallelism=3).fields("log", "key")
     built.bolt("every", Holding, parallelism=2).all_("log")
-    runner = EmbeddedRunner(built, event_log, resources={"held": held})
+    runner = EmbeddedRunner(built, numbers.log, resources={"held": held})
     await runner.start()
     try:
         await wait_until(lambda: len(held) == 6 + 2 * 6, "every tuple delivered")
@@ -237,11 +256,11 @@ async def test_fields_grouping_sends_one_key_to_one_task_and_all_grouping_to_eve
     assert sorted(every) == sorted((offset, ("every", task)) for offset in range(6) for task in (0, 1))
 
 
-async def test_ticks_reach_a_bolt_at_its_interval(event_log):
+async def test_ticks_reach_a_bolt_at_its_interval(numbers):
     ticks: list[float] = []
-    built = topology()
+    built = topology(numbers)
     built.bolt("tick", Ticking, tick=0.05).shuffle("log")
-    runner = EmbeddedRunner(built, event_log, resources={"ticks": ticks})
+    runner = EmbeddedRunner(built, numbers.log, resources={"ticks": ticks})
     await runner.start()
     try:
         await wait_until(lambda: len(ticks) >= 3, "three ticks")

@@ -7,8 +7,9 @@ way Storm's KafkaSpout does, so the bolts behind it are the same on both engines
   contiguous acked prefix), every `commit_interval` seconds and at close: a crash replays
   exactly what was not done.
 - A failed tuple (failed downstream, or timed out) is emitted again after a backoff.
-- A reader task polls ahead (up to `buffer` records) while the topology works, and does every
-  call on the consumers (polls and commits), so a consumer is never used by two tasks at once.
+- A reader task polls ahead (up to `buffer` records, a fair share per partition) while the
+  topology works, and makes every call on the consumers (polls, seeks, commits), so a consumer
+  is never used by two tasks at once.
 - Records read ahead go out in append-time order across partitions and topics, so partitions
   advance together in event time (see `threadcast.stats.readahead`).
 - In a bounded run (`stop_at_end`), records appended after the spout opened are not emitted,
@@ -82,6 +83,7 @@ class LogSpout:
         self._in_flight: dict[MessageId, Record] = {}
         self._attempts: dict[MessageId, int] = {}
         self._replays: list[tuple[float, MessageId]] = []
+        self._idle_turn = 0
         self._read_up_to: dict[str, float] = {topic: 0.0 for topic in spec.topics}
         """Per topic, the append time of the newest record read."""
         self._stop_at: dict[str, dict[int, int]] = {}
@@ -171,7 +173,8 @@ class LogSpout:
                 if time.monotonic() - last_ends >= END_REFRESH:
                     last_ends = time.monotonic()
                     for topic in self.spec.topics:
-                        self._ahead.ends(topic, await self._log.end_offsets(topic))
+                        ends = self._stop_at.get(topic) or await self._log.end_offsets(topic)
+                        self._ahead.ends(topic, ends)
                 polled, kept = await self._poll()
                 if kept:
                     refusals = 0
@@ -201,10 +204,11 @@ class LogSpout:
     async def _poll(self) -> tuple[int, int]:
         """One non-blocking poll per topic until one has records, first a topic with a partition
         that holds the others back, then the topic read least far (in append time); if none
-        had records, one poll that waits a little. Returns how many records were polled and
-        how many kept."""
+        had records, one poll that waits a little (on each topic in turn). Returns how many
+        records were polled and how many kept."""
         order = sorted(self.spec.topics, key=lambda topic: (not self._ahead.hungry(topic), self._read_up_to[topic]))
-        for waiting, topic in enumerate((*order, order[0])):
+        self._idle_turn = (self._idle_turn + 1) % len(order)
+        for waiting, topic in enumerate((*order, order[self._idle_turn])):
             timeout = IDLE_POLL if waiting == len(order) else 0.0
             consumer = self._consumers[topic]
             records = await consumer.poll(max_records=self.spec.poll_records, timeout=timeout)
