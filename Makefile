@@ -3,8 +3,8 @@
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-REAL_BACKENDS := kafka,rabbitmq,nchan,zookeeper,s3,storm
-SERVICES := kafka rabbitmq nginx zookeeper browser s3 storm
+REAL_BACKENDS := kafka,rabbitmq,nchan,zookeeper,s3
+SERVICES := kafka rabbitmq nginx zookeeper browser s3
 BENCH_SERVICES := kafka rabbitmq nginx
 BENCH_ARGS ?=
 

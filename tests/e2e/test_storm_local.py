@@ -11,9 +11,7 @@ must then be set too (`make test` sets all three).
 from __future__ import annotations
 
 import os
-import shutil
 import signal
-import subprocess
 import sys
 import time
 import uuid
@@ -30,9 +28,8 @@ from kazoo.client import KazooClient
 
 from tests.conftest import selected_real_backends
 from threadcast.bus.kafka_log import parse_kafka_url
-from threadcast.stats.storm.local import LocalStorm
+from threadcast.stats.storm.local import LocalRun, LocalStorm
 
-ROOT = Path(__file__).resolve().parents[2]
 PROBE = Path(__file__).parent / "storm"
 PARTITIONS = 2
 # From the JVM's start: ~7 s for the local cluster, ~8 s more until the workers run.
@@ -90,7 +87,6 @@ class StormRun:
             lib_dir=Path(os.environ["THREADCAST_TEST_STORM_LIB"]),
             zookeeper=urlsplit(os.environ["THREADCAST_TEST_ZK_URL"]).netloc,
             zk_root=f"{zk_base}/{name}",
-            log_config=ROOT / "dev" / "storm" / "log4j2.xml",
             log_file=self.log_file,
             tmp_dir=self.dir / "tmp",
         )
@@ -104,14 +100,7 @@ class StormRun:
             "PROBE_OUT": str(self.out),
             "PROBE_HOLD": "1" if hold else "0",
         }
-        self.started = time.monotonic()
-        self.proc = subprocess.Popen(
-            storm.command(PROBE / "probe.yaml", run_secs=600),
-            env=env,
-            stdout=open(self.dir / "java.out", "wb"),
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+        self.run = LocalRun(storm, PROBE / "probe.yaml", 600, env, self.dir / "java.out")
 
     def records(self, role: str, event: str) -> list[dict[str, Any]]:
         return [
@@ -130,26 +119,17 @@ class StormRun:
     def wait_for(self, condition: Callable[[], bool], what: str, timeout: float = STARTUP) -> None:
         deadline = time.monotonic() + timeout
         while not condition():
-            if self.proc.poll() is not None:
-                pytest.fail(f"Storm exited ({self.proc.returncode}) waiting for {what}:\n{self.log_tail()}")
+            if self.run.poll() is not None:
+                pytest.fail(f"Storm exited ({self.run.poll()}) waiting for {what}:\n{self.log_tail()}")
             if time.monotonic() > deadline:
                 pytest.fail(f"timed out waiting for {what}:\n{self.log_tail()}")
             time.sleep(0.2)
 
     def wait_exit(self, timeout: float) -> int:
-        return self.proc.wait(timeout)
+        return self.run.proc.wait(timeout)
 
     def stop(self) -> None:
-        """SIGTERM (SIGKILL after 30 s); then drop LocalCluster's directories, which a JVM that
-        did not run to its end leaves behind (75 MB of preallocated RocksDB log among them)."""
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait()
-        shutil.rmtree(self.dir / "tmp", ignore_errors=True)
+        self.run.stop()
 
     def log_tail(self) -> str:
         text = self.log_file.read_text(errors="replace") if self.log_file.exists() else ""

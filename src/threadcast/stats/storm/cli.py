@@ -29,20 +29,20 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import urlsplit
 
 import click
-from pydantic import ValidationError
 
-from threadcast.config import Settings
 from threadcast.stats.cli import BadInput, store_options
-from threadcast.stats.definition import StatsConfig, log_sources, stats_topology, topics
 from threadcast.stats.storm.cluster import DEFAULT_NIMBUS_PORT, StormCluster, StormCommandFailed
-from threadcast.stats.storm.flux import StormOptions, flux_env, flux_yaml
-from threadcast.stats.storm.java import find_jar
-from threadcast.stats.storm.local import LocalRun, LocalStorm
-from threadcast.stats.topology import Topology
+
+if TYPE_CHECKING:
+    from threadcast.config import Settings
+    from threadcast.stats.definition import StatsConfig
+    from threadcast.stats.storm.flux import StormOptions
+    from threadcast.stats.storm.local import LocalRun
+    from threadcast.stats.topology import Topology
 
 F = TypeVar("F", bound=Callable[..., Any])
 FOREVER = 10 * 365 * 86400
@@ -60,10 +60,35 @@ class Deployment:
     options: StormOptions
 
     def definition(self) -> str:
+        from threadcast.stats.storm.flux import flux_yaml
+
         return flux_yaml(self.topology, self.options)
 
     def env(self) -> dict[str, str]:
+        from threadcast.stats.storm.flux import flux_env
+
         return flux_env(self.topology)
+
+
+def _check_jars(lib: Path, artifact: str) -> None:
+    from threadcast.stats.storm.java import find_jar
+
+    try:
+        find_jar(lib, artifact)
+    except FileNotFoundError as exc:
+        raise BadInput(str(exc)) from None
+
+
+def _host_port(ctx: click.Context, param: click.Parameter, value: str) -> tuple[str, int]:
+    host, _, port = value.rpartition(":") if ":" in value else (value, "", str(DEFAULT_NIMBUS_PORT))
+    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise click.BadParameter(f"expected HOST[:PORT], got {value!r}", ctx, param)
+    return host, int(port)
+
+
+def _zookeeper_of(coord_url: str) -> str | None:
+    parts = urlsplit(coord_url)
+    return parts.netloc if parts.scheme == "zk" else None
 
 
 def topology_options(command: F) -> F:
@@ -174,6 +199,8 @@ def storm_local(storm_lib: Path, zookeeper: str | None, duration: float | None, 
 
     Prints the records the topology has committed, per topic, as it goes. In local mode a bolt
     that dies ends the JVM (status 1): run again, it resumes from the committed offsets."""
+    from threadcast.stats.storm.local import LocalRun, LocalStorm
+
     _check_jars(storm_lib, "flux-core")
     deployment = _deploy(options)
     settings = deployment.settings
@@ -240,6 +267,8 @@ async def _watch(run: LocalRun, deployment: Deployment, every: float) -> int | N
 
 async def _progress(event_log: Any, deployment: Deployment) -> str:
     """`events 1200/1500, deliveries 300/310 committed`: the group's committed offsets."""
+    from threadcast.stats.definition import topics
+
     parts = []
     group = deployment.config.group
     for topic in topics(deployment.settings):
@@ -254,7 +283,10 @@ async def _progress(event_log: Any, deployment: Deployment) -> str:
 
 def _deploy(options: dict[str, Any]) -> Deployment:
     """Settings and topology from the command's options; bad input exits with status 2."""
+    from pydantic import ValidationError
+
     from threadcast.cli import _settings
+    from threadcast.stats.definition import StatsConfig
 
     settings = _settings(
         options["config"],
@@ -281,6 +313,8 @@ def _deploy(options: dict[str, Any]) -> Deployment:
 
 async def _plan(settings: Settings, config: StatsConfig, options: dict[str, Any]) -> Deployment:
     from threadcast.bus.kafka_log import KafkaLog, parse_kafka_url
+    from threadcast.stats.definition import log_sources, stats_topology, topics
+    from threadcast.stats.storm.flux import StormOptions
     from threadcast.system import remote_edge_urls
 
     url = settings.resolved_log_url()
@@ -298,25 +332,6 @@ async def _plan(settings: Settings, config: StatsConfig, options: dict[str, Any]
     topology.name = options["name"]
     storm_options = StormOptions(parse_kafka_url(url).bootstrap_servers, python=options["python"], workers=options["workers"])
     return Deployment(settings, config, topology, storm_options)
-
-
-def _check_jars(lib: Path, artifact: str) -> None:
-    try:
-        find_jar(lib, artifact)
-    except FileNotFoundError as exc:
-        raise BadInput(str(exc)) from None
-
-
-def _host_port(ctx: click.Context, param: click.Parameter, value: str) -> tuple[str, int]:
-    host, _, port = value.rpartition(":") if ":" in value else (value, "", str(DEFAULT_NIMBUS_PORT))
-    if not host or not port.isdigit() or not 0 < int(port) < 65536:
-        raise click.BadParameter(f"expected HOST[:PORT], got {value!r}", ctx, param)
-    return host, int(port)
-
-
-def _zookeeper_of(coord_url: str) -> str | None:
-    parts = urlsplit(coord_url)
-    return parts.netloc if parts.scheme == "zk" else None
 
 
 def _drop_zk_root(hosts: str, root: str) -> None:
