@@ -5,6 +5,7 @@ let the test ack and fail by hand."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import uuid
 from collections.abc import AsyncIterator, Mapping
@@ -103,6 +104,17 @@ def topology(numbers: Numbers, **options: Any) -> Topology:
     return built
 
 
+@contextlib.asynccontextmanager
+async def running(built: Topology, numbers: Numbers, resources: Mapping[str, Any]) -> AsyncIterator[EmbeddedRunner]:
+    """The topology running on the embedded runner over the numbers' log, stopped at the end."""
+    runner = EmbeddedRunner(built, numbers.log, resources=resources)
+    await runner.start()
+    try:
+        yield runner
+    finally:
+        await runner.stop()
+
+
 async def committed(numbers: Numbers) -> int:
     return (await numbers.log.committed(numbers.topic, GROUP))[0]
 
@@ -123,9 +135,7 @@ async def test_only_the_contiguous_acked_prefix_is_committed(numbers):
     held: list = []
     built = topology(numbers)
     built.bolt("hold", Holding).shuffle("log")
-    runner = EmbeddedRunner(built, numbers.log, resources={"held": held})
-    await runner.start()
-    try:
+    async with running(built, numbers, {"held": held}):
         await wait_until(lambda: len(held) == 6, "every record held")
         for offset in (2, 3, 5):
             tup, collector, _ = by_offset(held, offset)
@@ -138,8 +148,6 @@ async def test_only_the_contiguous_acked_prefix_is_committed(numbers):
         tup, collector, _ = by_offset(held, 1)
         collector.ack(tup)
         await wait_committed(numbers, 4)
-    finally:
-        await runner.stop()
     assert await committed(numbers) == 4  # 4 was never acked: read again after a restart
 
 
@@ -148,9 +156,7 @@ async def test_a_tree_is_done_only_when_every_descendant_is_acked(numbers):
     built = topology(numbers)
     built.bolt("forward", Forward, parallelism=2).shuffle("log")
     built.bolt("hold", Holding).global_("forward")
-    runner = EmbeddedRunner(built, numbers.log, resources={"held": held})
-    await runner.start()
-    try:
+    async with running(built, numbers, {"held": held}) as runner:
         await wait_until(lambda: len(held) == 6, "every record forwarded")
         await asyncio.sleep(0.1)
         assert await committed(numbers) == 0 and runner.pending() == 6
@@ -158,17 +164,13 @@ async def test_a_tree_is_done_only_when_every_descendant_is_acked(numbers):
             collector.ack(tup)
         await wait_committed(numbers, 6)
         assert runner.pending() == 0
-    finally:
-        await runner.stop()
 
 
 async def test_a_failed_tuple_is_emitted_again_and_the_second_ack_commits(numbers):
     held: list = []
     built = topology(numbers)
     built.bolt("hold", Holding).shuffle("log")
-    runner = EmbeddedRunner(built, numbers.log, resources={"held": held})
-    await runner.start()
-    try:
+    async with running(built, numbers, {"held": held}):
         await wait_until(lambda: len(held) == 6, "every record held")
         for tup, collector, _ in list(held):
             (collector.fail if tup["offset"] == 1 else collector.ack)(tup)
@@ -178,17 +180,13 @@ async def test_a_failed_tuple_is_emitted_again_and_the_second_ack_commits(number
         assert again["offset"] == 1 and again["value"] == "v1" and again.id != by_offset(held[:6], 1)[0].id
         collector.ack(again)
         await wait_committed(numbers, 6)
-    finally:
-        await runner.stop()
 
 
 async def test_a_tuple_not_done_within_the_message_timeout_is_replayed(numbers):
     held: list = []
     built = topology(numbers, message_timeout=0.3)
     built.bolt("hold", Holding).shuffle("log")
-    runner = EmbeddedRunner(built, numbers.log, resources={"held": held})
-    await runner.start()
-    try:
+    async with running(built, numbers, {"held": held}):
         await wait_until(lambda: len(held) == 6, "every record held")
         first = list(held)
         for tup, collector, _ in first:
@@ -203,39 +201,29 @@ async def test_a_tuple_not_done_within_the_message_timeout_is_replayed(numbers):
         replay, collector, _ = held[-1]
         collector.ack(replay)
         await wait_committed(numbers, 6)
-    finally:
-        await runner.stop()
 
 
 async def test_a_bolt_that_raises_fails_its_tuple_which_is_replayed(numbers):
     seen: list[int] = []
     built = topology(numbers)
     built.bolt("explode", Exploding).shuffle("log")
-    runner = EmbeddedRunner(built, numbers.log, resources={"seen": seen})
-    await runner.start()
-    try:
+    async with running(built, numbers, {"seen": seen}) as runner:
         await wait_committed(numbers, 6)
         assert sorted(seen) == [0, 1, 1, 2, 3, 4, 5]
         assert runner.failure is None
-    finally:
-        await runner.stop()
 
 
 async def test_max_spout_pending_caps_the_tuples_in_flight(numbers):
     held: list = []
     built = topology(numbers, max_spout_pending=4)
     built.bolt("hold", Holding).shuffle("log")
-    runner = EmbeddedRunner(built, numbers.log, resources={"held": held})
-    await runner.start()
-    try:
+    async with running(built, numbers, {"held": held}):
         await wait_until(lambda: len(held) == 4, "four held")
         await asyncio.sleep(0.1)
         assert len(held) == 4
         tup, collector, _ = held[0]
         collector.ack(tup)
         await wait_until(lambda: len(held) == 5, "one more after an ack")
-    finally:
-        await runner.stop()
 
 
 async def test_fields_grouping_sends_one_key_to_one_task_and_all_grouping_to_every_task(numbers):
@@ -243,12 +231,8 @@ async def test_fields_grouping_sends_one_key_to_one_task_and_all_grouping_to_eve
     built = topology(numbers)
     built.bolt("keyed", Holding, parallelism=3).fields("log", "key")
     built.bolt("every", Holding, parallelism=2).all_("log")
-    runner = EmbeddedRunner(built, numbers.log, resources={"held": held})
-    await runner.start()
-    try:
+    async with running(built, numbers, {"held": held}):
         await wait_until(lambda: len(held) == 6 + 2 * 6, "every tuple delivered")
-    finally:
-        await runner.stop()
     keyed = [(tup["key"], where) for tup, _collector, where in held if where[0] == "keyed"]
     assert len(keyed) == 6
     assert all(len({w for k, w in keyed if k == key}) == 1 for key, _ in keyed)
@@ -260,9 +244,5 @@ async def test_ticks_reach_a_bolt_at_its_interval(numbers):
     ticks: list[float] = []
     built = topology(numbers)
     built.bolt("tick", Ticking, tick=0.05).shuffle("log")
-    runner = EmbeddedRunner(built, numbers.log, resources={"ticks": ticks})
-    await runner.start()
-    try:
+    async with running(built, numbers, {"ticks": ticks}):
         await wait_until(lambda: len(ticks) >= 3, "three ticks")
-    finally:
-        await runner.stop()
