@@ -13,6 +13,7 @@ import contextlib
 import os
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
 from typing import TypeVar
 
 import pytest
@@ -84,6 +85,18 @@ async def zk_chroot(prefix: str) -> AsyncIterator[str]:
                 client.close()
 
         await asyncio.to_thread(remove)
+
+
+@contextlib.asynccontextmanager
+async def coordinator_url(backend: str, name: str, data_dir: Path, session_timeout: float) -> AsyncIterator[str]:
+    """A coordinator URL with `session_timeout`: a fresh chroot on the test ZooKeeper (`backend`
+    "zookeeper", the chroot named after `name`), else a SQLite file in `data_dir`."""
+    options = f"?session_timeout={session_timeout}"
+    if backend == "zookeeper":
+        async with zk_chroot(name) as chroot:
+            yield f"zk://{zk_hosts()}{chroot}{options}"
+    else:
+        yield f"sqlite:///{data_dir / 'coord.db'}{options}"
 
 
 @pytest.fixture(params=backend_params("zookeeper"))

@@ -19,7 +19,7 @@ import httpx
 import pytest
 
 from tests.conftest import backend_params, free_port, selected_real_backends
-from tests.contract.test_coord_contract import zk_chroot, zk_hosts
+from tests.contract.test_coord_contract import coordinator_url
 from tests.e2e.conftest import UpProcess
 from tests.e2e.test_live import Reader, demo_thread, post
 from tests.toolkit.helpers import ROOT, ChildProcess, wait_until
@@ -33,11 +33,8 @@ TAKEOVER_DEADLINE = 30.0
 
 @pytest.fixture(params=backend_params("zookeeper"))
 async def coord_url(request, data_dir) -> AsyncIterator[str]:
-    if request.param == "zookeeper":
-        async with zk_chroot("e2e") as chroot:
-            yield f"zk://{zk_hosts()}{chroot}?session_timeout={SESSION_TIMEOUT}"
-    else:
-        yield f"sqlite:///{data_dir / 'coord.db'}?session_timeout={SESSION_TIMEOUT}"
+    async with coordinator_url(request.param, "e2e", data_dir, SESSION_TIMEOUT) as url:
+        yield url
 
 
 @pytest.fixture

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import backend_params
-from tests.contract.test_coord_contract import DEADLINE, eventually, zk_chroot
+from tests.contract.test_coord_contract import DEADLINE, coordinator_url, eventually
 from threadcast.coord import Coordinator, MemberInfo, open_coordinator
 from threadcast.logs import configure_logging
 
@@ -30,11 +30,8 @@ CHILD_PORT = 4242
 
 @pytest.fixture(params=backend_params("zookeeper"))
 async def url(request, data_dir) -> AsyncIterator[str]:
-    if request.param == "zookeeper":
-        async with zk_chroot("crash") as chroot:
-            yield f"{os.environ['THREADCAST_TEST_ZK_URL'].rstrip('/')}{chroot}?session_timeout={SESSION_TIMEOUT}"
-    else:
-        yield f"sqlite:///{data_dir / 'coord.db'}?session_timeout={SESSION_TIMEOUT}"
+    async with coordinator_url(request.param, "crash", data_dir, SESSION_TIMEOUT) as url:
+        yield url
 
 
 @pytest.fixture

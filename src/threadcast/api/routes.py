@@ -99,7 +99,7 @@ def build_router(repo: Repository, live: Callable[[], LiveConfig], on_post: Call
     ) -> ThreadOut:
         return _thread_out(await repo.find_thread(forum, identifier))
 
-    # Per-client limits (api/rate_limits.py): a vote route takes rate_limit("votes_per_minute").
+    # Per-client limits: api/rate_limits.py.
     @router.post(
         "/threads/{thread_id}/posts",
         status_code=201,
