@@ -3,8 +3,9 @@
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-REAL_BACKENDS := kafka,rabbitmq,nchan,zookeeper,s3
-SERVICES := kafka rabbitmq nginx zookeeper browser s3
+REAL_BACKENDS := kafka,rabbitmq,nchan,zookeeper,s3,storm
+# storm after zookeeper: its cluster keeps its state there.
+SERVICES := kafka rabbitmq nginx zookeeper browser s3 storm
 BENCH_SERVICES := kafka rabbitmq nginx
 BENCH_ARGS ?=
 

@@ -158,3 +158,8 @@ def test_placeholders_stand_one_per_line_and_the_environment_fills_them() -> Non
     assert len(lines) == 3  # one setEnv per bolt
     assert all(line.count("${") == 1 for line in lines)
     assert flux_env(topology) == {"THREADCAST_STORE_URL": SECRET_URL}
+    # What Flux's --env-filter does with each line; an empty value stays an empty string.
+    for value in (SECRET_URL, ""):
+        filled = "\n".join(line.replace("${ENV-THREADCAST_STORE_URL}", value) for line in text.splitlines())
+        for bolt in yaml.safe_load(filled)["bolts"]:
+            assert ("setEnv", [{"THREADCAST_STORE_URL": value}]) in methods(bolt)

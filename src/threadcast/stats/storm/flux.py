@@ -3,7 +3,8 @@ topology, with no Java code of threadcast's.
 
 - The spout is Storm's KafkaSpout (storm-kafka-client) reading the spout spec's topics as its
   group: from the group's committed offsets (`UNCOMMITTED_EARLIEST`), at least once, committing
-  every `commit_interval`. Its default record translator emits `(topic, partition, offset, key,
+  every `commit_interval`, fetching a little from each partition at a time
+  (`PARTITION_FETCH_BYTES`). Its default record translator emits `(topic, partition, offset, key,
   value)`, the log spout's fields; keys and values are read as UTF-8 text (`StringDeserializer`,
   which puts U+FFFD where bytes are not UTF-8, like the log spout).
 - Each bolt is a `FluxShellBolt` running `<python> -m threadcast.stats.storm.bolt module:Class`,
@@ -47,6 +48,12 @@ KAFKA_SPOUT_CONFIG = "org.apache.storm.kafka.spout.KafkaSpoutConfig"
 KAFKA_FIELDS = ("topic", "partition", "offset", "key", "value")
 """What KafkaSpout's default record translator emits."""
 STRING_DESERIALIZER = "org.apache.kafka.common.serialization.StringDeserializer"
+PARTITION_FETCH_BYTES = 64 * 1024
+"""The consumer's `max.partition.fetch.bytes` (1 MiB by default): how far one partition gets
+ahead of the others per fetch while the spout reads a backlog (a few hundred records instead of
+thousands). Records of partitions that are ahead wait in open windows, which close when the
+slowest partition has passed them. It does not order records by time across partitions, as the
+embedded spout does: see "Backlogs on Storm" in docs/stats.md."""
 SHELL_BOLT = "org.apache.storm.flux.wrappers.bolts.FluxShellBolt"
 GROUPINGS = {"fields": "FIELDS", "all": "ALL", "shuffle": "SHUFFLE", "global": "GLOBAL"}
 
@@ -64,8 +71,24 @@ class StormOptions:
     """Seconds a bolt may spend in one call before Storm kills it as hung."""
 
 
+class Placeholder(str):
+    """`${ENV-NAME}`, written in single quotes: what Flux puts in its place stays a string, an
+    empty one included (unquoted, an empty value would be YAML's null)."""
+
+    @classmethod
+    def of(cls, name: str) -> Placeholder:
+        return cls(f"${{ENV-{name}}}")
+
+
+class _Dumper(yaml.SafeDumper):
+    pass
+
+
+_Dumper.add_representer(Placeholder, lambda dumper, value: dumper.represent_scalar("tag:yaml.org,2002:str", value, style="'"))
+
+
 def flux_yaml(topology: Topology, options: StormOptions) -> str:
-    return yaml.safe_dump(flux_definition(topology, options), sort_keys=False, width=10_000)
+    return yaml.dump(flux_definition(topology, options), Dumper=_Dumper, sort_keys=False, width=10_000)
 
 
 def flux_definition(topology: Topology, options: StormOptions) -> dict[str, Any]:
@@ -125,6 +148,7 @@ def _spout(spout: SpoutSpec, options: StormOptions, components: list[dict[str, A
         raise ValueError(f"spout {spout.id!r}: a bounded run (stop_at_end) is for the embedded runner; Storm runs unbounded")
     if tuple(spec.output_fields) != KAFKA_FIELDS:
         raise ValueError(f"spout {spout.id!r} emits {spec.output_fields}; KafkaSpout emits {KAFKA_FIELDS}")
+    # `buffer` (the embedded spout's read-ahead) has no KafkaSpout counterpart.
     builder: dict[str, Any] = {
         "id": f"{spout.id}-config-builder",
         "className": f"{KAFKA_SPOUT_CONFIG}$Builder",
@@ -141,6 +165,7 @@ def _spout(spout: SpoutSpec, options: StormOptions, components: list[dict[str, A
                         "key.deserializer": STRING_DESERIALIZER,
                         "value.deserializer": STRING_DESERIALIZER,
                         "max.poll.records": spec.poll_records,
+                        "max.partition.fetch.bytes": PARTITION_FETCH_BYTES,
                     }
                 ],
             },
@@ -169,7 +194,7 @@ def _bolt(bolt: BoltSpec, options: StormOptions) -> dict[str, Any]:
             methods.append({"name": "setNamedStream", "args": [stream, list(fields)]})
     if bolt.tick is not None:
         methods.append({"name": "addComponentConfig", "args": ["topology.tick.tuple.freq.secs", tick_seconds(bolt.tick)]})
-    methods.append({"name": "setEnv", "args": [{name: f"${{ENV-{name}}}" for name in ENV_CONF}]})
+    methods.append({"name": "setEnv", "args": [{name: Placeholder.of(name) for name in ENV_CONF}]})
     return {
         "id": bolt.id,
         "className": SHELL_BOLT,
