@@ -3,9 +3,9 @@
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-REAL_BACKENDS := kafka,rabbitmq,nchan,zookeeper,s3,storm
+REAL_BACKENDS := kafka,rabbitmq,nchan,zookeeper,s3,storm,postgres
 # storm after zookeeper: its cluster keeps its state there.
-SERVICES := kafka rabbitmq nginx zookeeper browser s3 storm
+SERVICES := kafka rabbitmq nginx zookeeper browser s3 storm postgres
 BENCH_SERVICES := kafka rabbitmq nginx
 BENCH_ARGS ?=
 

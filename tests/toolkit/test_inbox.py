@@ -1,13 +1,16 @@
-"""The inbox, in memory and on the project database, and the idempotent-effect helpers."""
+"""The inbox, in memory and on the project database (SQLite, and PostgreSQL when
+THREADCAST_TEST_BACKENDS names `postgres`), and the idempotent-effect helpers. How an inbox
+transaction carries a consumer's own writes is in tests/contract/test_store_contract.py."""
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator
 
 import pytest
 from sqlalchemy import text
 
+from tests.conftest import backend_params
+from tests.databases import empty_database_url
 from tests.toolkit.helpers import Job
 from threadcast.store.db import Database
 from threadcast.toolkit import Backends, Inbox, MemoryInbox, Service, SqlInbox, TestKit, once
@@ -22,12 +25,21 @@ async def database(data_dir) -> AsyncIterator[Database]:
     await db.close()
 
 
-@pytest.fixture(params=["memory", "sql"])
-async def inbox(request, database) -> AsyncIterator[Inbox]:
-    box: Inbox = MemoryInbox() if request.param == "memory" else SqlInbox(database, migrate=True)
-    await box.start()
-    yield box
-    await box.close()
+@pytest.fixture(params=["memory", *(f"sql-{name}" for name in backend_params("postgres"))])
+async def inbox(request, data_dir) -> AsyncIterator[Inbox]:
+    if request.param == "memory":
+        box: Inbox = MemoryInbox()
+        await box.start()
+        yield box
+        await box.close()
+        return
+    async with empty_database_url(request.param.removeprefix("sql-"), data_dir) as url:
+        db = Database(url)
+        box = SqlInbox(db, migrate=True)
+        await box.start()
+        yield box
+        await box.close()
+        await db.close()
 
 
 async def test_recorded_ids_are_seen_per_consumer(inbox):
@@ -72,32 +84,6 @@ async def test_once_records_nothing_when_the_effect_fails(inbox):
     with pytest.raises(ConnectionError):
         await once(inbox, "mailer", "evt-1", fail)
     assert not await inbox.seen("mailer", "evt-1")
-
-
-async def test_a_transaction_commits_the_effect_with_the_entry_or_neither(database):
-    inbox = SqlInbox(database, migrate=True)
-    await inbox.start()
-    async with database.engine.begin() as conn:
-        await conn.execute(text("CREATE TABLE effects (event_id TEXT)"))
-
-    async def apply(event_id: str, *, crash: bool = False) -> bool:
-        async with inbox.transaction("writer", event_id) as session:
-            if session is None:
-                return False
-            await session.execute(text("INSERT INTO effects VALUES (:id)"), {"id": event_id})
-            if crash:
-                raise RuntimeError("died before the commit")
-            return True
-
-    with pytest.raises(RuntimeError):
-        await apply("evt-1", crash=True)
-    assert not await inbox.seen("writer", "evt-1")
-    assert await apply("evt-1")
-    assert not await apply("evt-1")
-    assert await asyncio.gather(apply("evt-2"), apply("evt-2")) in ([True, False], [False, True])
-    async with database.session() as session:
-        rows = (await session.execute(text("SELECT event_id FROM effects ORDER BY event_id"))).scalars().all()
-    assert rows == ["evt-1", "evt-2"]
 
 
 async def test_an_unreachable_inbox_fails_the_attempt_rather_than_skip_or_lose_the_message(database):

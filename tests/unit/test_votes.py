@@ -1,5 +1,6 @@
-"""Votes below the API: the migration that adds them, and how the formatter publishes a vote
-event (the API's side is in test_api.py)."""
+"""Votes below the API: how the formatter publishes a vote event (the API's side is in
+test_api.py; the store's, and the migration that adds votes, in
+tests/contract/test_store_contract.py)."""
 
 from __future__ import annotations
 
@@ -7,13 +8,11 @@ from collections.abc import AsyncIterator
 
 import msgspec
 import pytest
-from alembic import command
-from sqlalchemy import inspect, select, text
-from sqlalchemy.engine import Connection
+from sqlalchemy import select
 
 from threadcast.events import Event, decode_event, decode_push
 from threadcast.services import formatter
-from threadcast.store.db import Database, alembic_config
+from threadcast.store.db import Database
 from threadcast.store.models import OutboxEvent
 from threadcast.store.repository import Repository
 from threadcast.toolkit import TestKit
@@ -26,46 +25,6 @@ async def database(data_dir) -> AsyncIterator[Database]:
     db = Database(f"sqlite+aiosqlite:///{data_dir / 'threadcast.db'}")
     yield db
     await db.close()
-
-
-async def migrate_to(db: Database, revision: str, *, down: bool = False) -> None:
-    def run(connection: Connection) -> None:
-        config = alembic_config(db.url)
-        config.attributes["connection"] = connection
-        (command.downgrade if down else command.upgrade)(config, revision)
-
-    async with db.engine.begin() as conn:
-        await conn.run_sync(run)
-
-
-async def columns(db: Database, table: str) -> set[str]:
-    async with db.engine.connect() as conn:
-        return await conn.run_sync(lambda sync: {c["name"] for c in inspect(sync).get_columns(table)})
-
-
-async def test_migration_0003_gives_existing_posts_a_zero_score_and_goes_back(database):
-    await migrate_to(database, "0002")
-    async with database.engine.begin() as conn:
-        await conn.execute(text("INSERT INTO forums (id, name, title, created_at) VALUES (1, 'f', 'F', '2026-01-01')"))
-        await conn.execute(
-            text("INSERT INTO threads (id, forum_id, identifier, title, url, last_seq, created_at)"
-                 " VALUES (1, 1, 't', '', '', 1, '2026-01-01')")
-        )
-        await conn.execute(
-            text("INSERT INTO posts (id, thread_id, seq, author_name, message, version, created_at)"
-                 " VALUES (1, 1, 1, 'ann', 'old', 1, '2026-01-01')")
-        )
-    await database.migrate()
-    [old] = await Repository(database).list_posts(1, after_seq=None, before_seq=None, limit=5, descending=False)
-    assert (old["score"], old["upvotes"], old["downvotes"], old["score_version"]) == (0, 0, 0, 0)
-    assert (await Repository(database).vote(1, "bob", 1)).score == 1
-
-    await migrate_to(database, "0002", down=True)
-    assert "score" not in await columns(database, "posts")
-    async with database.engine.connect() as conn:
-        tables = await conn.run_sync(lambda sync: inspect(sync).get_table_names())
-        message = await conn.scalar(text("SELECT message FROM posts WHERE id = 1"))
-    assert "votes" not in tables and message == "old"
 
 
 def vote_event(**payload: object) -> Event:

@@ -18,6 +18,7 @@ from threadcast.api.schemas import (
     PostIn,
     PostOut,
     PostPage,
+    Text,
     ThreadIn,
     ThreadOut,
 )
@@ -77,7 +78,7 @@ def build_router(repo: Repository, live: Callable[[], LiveConfig], on_post: Call
         return ForumOut(id=forum.id, name=forum.name, title=forum.title, created_at=forum.created_at.isoformat())
 
     @router.get("/forums/{name}", response_model=ForumOut, tags=["forums"])
-    async def get_forum(name: str) -> ForumOut:
+    async def get_forum(name: Text) -> ForumOut:
         forum = await repo.get_forum(name)
         return ForumOut(id=forum.id, name=forum.name, title=forum.title, created_at=forum.created_at.isoformat())
 
@@ -95,7 +96,7 @@ def build_router(repo: Repository, live: Callable[[], LiveConfig], on_post: Call
 
     @router.get("/threads", response_model=ThreadOut, tags=["threads"])
     async def find_thread(
-        forum: Annotated[str, Query(min_length=1)], identifier: Annotated[str, Query(min_length=1)]
+        forum: Annotated[Text, Query(min_length=1)], identifier: Annotated[Text, Query(min_length=1)]
     ) -> ThreadOut:
         return _thread_out(await repo.find_thread(forum, identifier))
 

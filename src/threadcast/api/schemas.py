@@ -2,15 +2,28 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field, StrictInt
+from typing import Annotated
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictInt
 
 FORUM_NAME = r"^[a-z0-9][a-z0-9_-]{0,63}$"
+
+
+def _without_nul(value: str) -> str:
+    if "\x00" in value:
+        raise ValueError("must not contain NUL characters")
+    return value
+
+
+NoNul = AfterValidator(_without_nul)
+"""Text that PostgreSQL can store: its text types refuse NUL (messages are sanitized instead)."""
+Text = Annotated[str, NoNul]
 
 
 class ForumIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
     name: str = Field(pattern=FORUM_NAME, examples=["demo"])
-    title: str = Field(min_length=1, max_length=200)
+    title: Text = Field(min_length=1, max_length=200)
 
 
 class ForumOut(BaseModel):
@@ -23,9 +36,9 @@ class ForumOut(BaseModel):
 class ThreadIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
     forum: str = Field(pattern=FORUM_NAME)
-    identifier: str = Field(min_length=1, max_length=255, examples=["article-42"])
-    title: str = Field("", max_length=300)
-    url: str = Field("", max_length=2048)
+    identifier: Text = Field(min_length=1, max_length=255, examples=["article-42"])
+    title: Text = Field("", max_length=300)
+    url: Text = Field("", max_length=2048)
 
 
 class ThreadOut(BaseModel):
@@ -40,7 +53,7 @@ class ThreadOut(BaseModel):
 
 class PostIn(BaseModel):
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
-    author_name: str = Field(min_length=1, max_length=100)
+    author_name: Text = Field(min_length=1, max_length=100)
     message: str = Field(min_length=1, description="HTML; sanitized on the way in.")
     parent_id: int | None = Field(None, ge=1)
 
@@ -68,7 +81,7 @@ class PostPage(BaseModel):
 class VoteIn(BaseModel):
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
     value: StrictInt = Field(ge=-1, le=1, description="1 votes up, -1 down, 0 takes the voter's vote back.")
-    voter: str = Field(min_length=1, max_length=100, description="The voter's name, as the post form's author_name.")
+    voter: Text = Field(min_length=1, max_length=100, description="The voter's name, as the post form's author_name.")
 
 
 class VoteOut(BaseModel):

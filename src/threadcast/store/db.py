@@ -6,11 +6,15 @@ from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import event
+from sqlalchemy import event, text
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 
 MIGRATIONS = Path(__file__).with_name("migrations")
+SQLITE_BEGIN = "threadcast_sqlite_begin"
+"""Execution option: the kind of SQLite transaction to begin (`IMMEDIATE`: take the write lock first)."""
+MIGRATION_LOCK = 0x7468726561646361
+"""The PostgreSQL advisory lock that serializes migrations ("threadca")."""
 
 
 def _tune_sqlite(engine: AsyncEngine) -> None:
@@ -26,7 +30,7 @@ def _tune_sqlite(engine: AsyncEngine) -> None:
 
     @event.listens_for(engine.sync_engine, "begin")
     def _on_begin(conn: Connection) -> None:
-        conn.exec_driver_sql("BEGIN")
+        conn.exec_driver_sql(f"BEGIN {conn.get_execution_options().get(SQLITE_BEGIN, '')}".strip())
 
 
 class Database:
@@ -45,15 +49,21 @@ class Database:
         return self.sessions()
 
     async def migrate(self) -> None:
-        """Bring the schema to the newest Alembic revision."""
+        """Bring the schema to the newest Alembic revision. Processes starting together take
+        turns: each migrates in a transaction that first takes a database-wide lock, so the
+        ones after the first find the schema up to date."""
 
         def upgrade(connection: Connection) -> None:
             config = alembic_config(self.url)
             config.attributes["connection"] = connection
             command.upgrade(config, "head")
 
-        async with self.engine.begin() as conn:
-            await conn.run_sync(upgrade)
+        async with self.engine.connect() as conn:
+            await conn.execution_options(**{SQLITE_BEGIN: "IMMEDIATE"})
+            async with conn.begin():
+                if conn.dialect.name == "postgresql":
+                    await conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK})
+                await conn.run_sync(upgrade)
 
     async def start(self) -> None:
         """Check the database answers (connections are opened on demand)."""

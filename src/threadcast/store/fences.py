@@ -18,10 +18,7 @@ from threadcast.store.models import Fence
 async def advance_fence(session: AsyncSession, duty: str, epoch: int) -> None:
     """In `session`'s transaction: set the fence of `duty` to `epoch`; raise `NotLeaderError`
     when a newer epoch already acted."""
-    moved = await session.execute(
-        update(Fence).where(Fence.duty == duty, Fence.epoch <= epoch).values(epoch=epoch)
-    )
-    if moved.rowcount == 1:  # type: ignore[attr-defined]
+    if await _move(session, duty, epoch):
         return
     newest = await session.scalar(select(Fence.epoch).where(Fence.duty == duty))
     if newest is None:
@@ -29,6 +26,22 @@ async def advance_fence(session: AsyncSession, duty: str, epoch: int) -> None:
             async with session.begin_nested():
                 await session.execute(insert(Fence).values(duty=duty, epoch=epoch))
             return
-        except IntegrityError:  # another leader inserted it first
+        except IntegrityError:  # another leader inserted it first (PostgreSQL: and committed)
+            if await _move(session, duty, epoch):
+                return
             newest = await session.scalar(select(Fence.epoch).where(Fence.duty == duty))
     raise NotLeaderError(f"epoch {epoch} of {duty!r} is fenced off: epoch {newest} already acted")
+
+
+async def _move(session: AsyncSession, duty: str, epoch: int) -> bool:
+    """Set the fence to `epoch` unless it is ahead; False also when there is no fence yet."""
+    moved = await session.execute(update(Fence).where(Fence.duty == duty, Fence.epoch <= epoch).values(epoch=epoch))
+    return moved.rowcount == 1  # type: ignore[attr-defined]
+
+
+async def check_fence(session: AsyncSession, duty: str, epoch: int) -> None:
+    """Raise `NotLeaderError` when a newer epoch than `epoch` already acted; a read, which
+    locks nothing (the check that counts is `advance_fence` in the duty's write transaction)."""
+    newest = await session.scalar(select(Fence.epoch).where(Fence.duty == duty))
+    if newest is not None and newest > epoch:
+        raise NotLeaderError(f"epoch {epoch} of {duty!r} is fenced off: epoch {newest} already acted")

@@ -14,15 +14,11 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from threadcast.events import Event, encode
 from threadcast.store.db import Database
+from threadcast.store.errors import Conflict, NotFound
 from threadcast.store.models import Forum, OutboxEvent, Post, Thread, Vote
+from threadcast.store.post_writer import NewPost, PostWriter, post_dict
 
-
-class NotFound(LookupError):
-    pass
-
-
-class Conflict(ValueError):
-    pass
+__all__ = ["Conflict", "NotFound", "Repository", "ThreadView", "VoteResult", "post_dict"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,36 +57,23 @@ def vote_event_type(previous: int, value: int) -> str:
     return "vote.deleted" if value == 0 else "vote.updated"
 
 
-def post_dict(post: Post) -> dict:
-    return {
-        "id": post.id,
-        "thread_id": post.thread_id,
-        "parent_id": post.parent_id,
-        "seq": post.seq,
-        "author_name": post.author_name,
-        "message": post.message,
-        "created_at": post.created_at.isoformat(),
-        "version": post.version,
-        "score": post.score,
-        "upvotes": post.upvotes,
-        "downvotes": post.downvotes,
-        "score_version": post.score_version,
-    }
-
-
 class Repository:
     def __init__(self, db: Database, topic: str = "events") -> None:
         self.db = db
         self.topic = topic
+        self._posts = PostWriter(db, self._event)
 
     # forums
 
     async def create_forum(self, name: str, title: str) -> tuple[Forum, bool]:
         """Create a forum; an existing one with the same name is returned (created=False)."""
+        try:
+            return await self.get_forum(name), False
+        except NotFound:
+            pass
+        # A transaction of its own that writes first: an SQLite transaction that read first
+        # cannot write once another connection wrote meanwhile ("database is locked").
         async with self.db.session() as session:
-            existing = await session.scalar(select(Forum).where(Forum.name == name))
-            if existing is not None:
-                return existing, False
             forum = Forum(name=name, title=title)
             session.add(forum)
             try:
@@ -161,54 +144,10 @@ class Repository:
         parent_id: int | None = None,
         idempotency_key: str | None = None,
     ) -> tuple[dict, bool]:
-        """Save a post and its `post.created` event in one transaction. With an idempotency
-        key already used on this thread, return that post instead (created=False)."""
-        if idempotency_key is not None:
-            existing = await self._post_by_key(thread_id, idempotency_key)
-            if existing is not None:
-                return existing, False
-        try:
-            return await self._insert_post(thread_id, author_name, message, parent_id, idempotency_key), True
-        except IntegrityError:
-            existing = None
-            if idempotency_key is not None:  # the same key won a race
-                existing = await self._post_by_key(thread_id, idempotency_key)
-            if existing is None:
-                raise
-            return existing, False
-
-    async def _insert_post(
-        self, thread_id: int, author_name: str, message: str, parent_id: int | None, key: str | None
-    ) -> dict:
-        async with self.db.session() as session, session.begin():
-            # The write comes first so that SQLite takes its write lock at once.
-            bumped = (
-                await session.execute(
-                    update(Thread)
-                    .where(Thread.id == thread_id)
-                    .values(last_seq=Thread.last_seq + 1)
-                    .returning(Thread.last_seq, Thread.forum_id)
-                )
-            ).first()
-            if bumped is None:
-                raise NotFound(f"thread {thread_id} does not exist")
-            seq, forum_id = bumped
-            if parent_id is not None:
-                await _check_parent(session, thread_id, parent_id)
-            forum_name = await session.scalar(select(Forum.name).where(Forum.id == forum_id))
-            post = Post(
-                thread_id=thread_id,
-                parent_id=parent_id,
-                seq=seq,
-                author_name=author_name,
-                message=message,
-                idempotency_key=key,
-            )
-            session.add(post)
-            await session.flush()
-            body = post_dict(post)
-            session.add(self._event("post.created", thread_id, forum_name, post.version, body))
-        return body
+        """Save a post and its `post.created` event in one transaction (shared with the posts
+        requested meanwhile: `threadcast.store.post_writer`). With an idempotency key already
+        used on this thread, return that post instead (created=False)."""
+        return await self._posts.create(NewPost(thread_id, author_name, message, parent_id, idempotency_key))
 
     async def list_posts(
         self, thread_id: int, *, after_seq: int | None, before_seq: int | None, limit: int, descending: bool
@@ -284,21 +223,6 @@ class Repository:
             event_id=event.event_id, topic=self.topic, key=str(thread_id), payload=encode(event)
         )
 
-    async def _post_by_key(self, thread_id: int, key: str) -> dict | None:
-        async with self.db.session() as session:
-            post = await session.scalar(
-                select(Post).where(Post.thread_id == thread_id, Post.idempotency_key == key)
-            )
-            return post_dict(post) if post is not None else None
-
-
-async def _check_parent(session: AsyncSession, thread_id: int, parent_id: int) -> None:
-    parent_thread = await session.scalar(select(Post.thread_id).where(Post.id == parent_id))
-    if parent_thread is None:
-        raise NotFound(f"parent post {parent_id} does not exist")
-    if parent_thread != thread_id:
-        raise Conflict(f"parent post {parent_id} belongs to another thread")
-
 
 async def _lock_post(session: AsyncSession, post_id: int) -> tuple[int, int, int, int, int]:
     """A write first: SQLite takes its write lock at once and PostgreSQL locks the post's row, so
@@ -324,8 +248,8 @@ async def _count_vote(session: AsyncSession, post_id: int, previous: int, value:
         .where(Post.id == post_id)
         .values(
             score=Post.score + value - previous,
-            upvotes=Post.upvotes + (value == 1) - (previous == 1),
-            downvotes=Post.downvotes + (value == -1) - (previous == -1),
+            upvotes=Post.upvotes + int(value == 1) - int(previous == 1),  # ints: PostgreSQL adds no booleans
+            downvotes=Post.downvotes + int(value == -1) - int(previous == -1),
             score_version=Post.score_version + 1,
         )
         .returning(Post.score, Post.upvotes, Post.downvotes, Post.score_version)
