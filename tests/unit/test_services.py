@@ -253,6 +253,14 @@ async def new_posts(repo: Repository, count: int) -> list[dict]:
     return [(await repo.create_post(thread.id, "ada", f"post {n}"))[0] for n in range(count)]
 
 
+async def outbox_emptied(repo: Repository) -> None:
+    """Until the outbox is empty: the relay deletes rows just after the log took them."""
+    end = time.monotonic() + 10
+    while await repo.outbox_size():
+        assert time.monotonic() < end, "the outbox was not emptied"
+        await asyncio.sleep(0.01)
+
+
 def relayed(log: MemoryLog, topic: str = "events") -> list[Event]:
     records = sorted((r for partition in log.records(topic) for r in partition), key=lambda r: r.offset)
     for record in records:
@@ -268,13 +276,13 @@ async def test_relay_moves_outbox_rows_in_order_and_deletes_them(database, coord
     backends = Backends(coord=coord, database=database, log=log)
     async with TestKit(relay.service, backends=backends, settings=settings) as kit:
         await wait_until(lambda: len(relayed(log)) == 5, "the first run")
-        assert await repo.outbox_size() == 0
+        await outbox_emptied(repo)
         [later] = await new_posts(repo, 1)
         kit.runner.wake("relay", "relay")
         await wait_until(lambda: len(relayed(log)) == 6, "the woken run")
+        await outbox_emptied(repo)
     events = relayed(log)
     assert [e.payload["id"] for e in events] == [p["id"] for p in posts] + [later["id"]]
-    assert await repo.outbox_size() == 0
 
 
 async def test_relay_keeps_rows_the_log_did_not_take(database, coord):
@@ -289,21 +297,59 @@ async def test_relay_keeps_rows_the_log_did_not_take(database, coord):
         assert await repo.outbox_size() == 2
         await log.create_topic("later", 1)
         await wait_until(lambda: log.records("later")[0] != [], "the relayed rows")
+        await outbox_emptied(repo)
     assert len(relayed(log, "later")) == 2
+
+
+class StuckLog(MemoryLog):
+    """A memory log whose first append waits until `gate` opens (a log that is down)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gate = asyncio.Event()
+        self.appending = asyncio.Event()
+
+    async def append(self, topic: str, messages):  # type: ignore[no-untyped-def]
+        if not self.appending.is_set():
+            self.appending.set()
+            await self.gate.wait()
+        return await super().append(topic, messages)
+
+
+async def test_posts_are_saved_while_the_relay_waits_for_the_log(database):
+    """The relay holds no database lock while it appends: on SQLite a lock held until a
+    stuck log answers would make every post wait for it, then fail."""
+    repo = Repository(database)
+    await new_posts(repo, 2)
+    log = StuckLog()
+    await log.create_topic("events", 1)
+    relaying = asyncio.create_task(relay.relay_once(database, log, epoch=1))
+    await log.appending.wait()
+    [during] = await asyncio.wait_for(new_posts(repo, 1), timeout=30)
+    log.gate.set()
+    assert await relaying == 2
+    assert await relay.relay_once(database, log, epoch=1) == 1
+    assert [e.payload["id"] for e in relayed(log)][-1] == during["id"]
     assert await repo.outbox_size() == 0
 
 
-async def test_a_relay_fenced_off_by_a_newer_epoch_moves_nothing(database):
+async def test_a_leader_deposed_while_it_appends_keeps_its_rows_for_the_newer_one(database):
+    """The newer leader starts while the older one waits for the log: the older one's batch
+    is in the log, but it may not delete it; the newer one appends it again (duplicates,
+    which consumers skip by event id) and the first copies stay in commit order."""
     repo = Repository(database)
-    await new_posts(repo, 2)
-    log = MemoryLog()
+    posts = await new_posts(repo, 3)
+    log = StuckLog()
     await log.create_topic("events", 1)
-    assert await relay.relay_once(database, log, epoch=7) == 2
-    await new_posts(repo, 1)
+    older = asyncio.create_task(relay.relay_once(database, log, epoch=1))
+    await log.appending.wait()
+    assert await relay.relay_once(database, log, epoch=2) == 3
+    log.gate.set()
     with pytest.raises(NotLeaderError):
-        await relay.relay_once(database, log, epoch=6)
-    assert (len(relayed(log)), await repo.outbox_size()) == (2, 1)
-    assert await relay.relay_once(database, log, epoch=8) == 1
+        await older
+    ids = [e.payload["id"] for e in relayed(log)]
+    assert ids == [p["id"] for p in posts] * 2
+    assert await repo.outbox_size() == 0
 
 
 async def test_the_relay_runs_only_with_a_coordinator(database):

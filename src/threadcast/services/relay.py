@@ -1,15 +1,21 @@
 """Outbox relay: moves committed events from the database outbox to the event log, in order.
 
 A singleton duty: every relay process stands for election (`leader="relay"`) and only the
-leader relays. Each batch is one database transaction that first advances the relay's fence
-to the leader's epoch (`threadcast.store.fences`), then reads the batch, appends it to the log
-and deletes it: a deposed leader can never relay after a newer one started, so no event is
-appended out of order.
+leader relays. Each batch is read (the oldest rows first), appended to the log, then deleted in
+a short write transaction that first advances the relay's fence to the leader's epoch
+(`threadcast.store.fences`). No database lock is held while the log is written to, so posts are
+never held up by a slow or unavailable log (on SQLite a write transaction locks the whole file).
 
-Crash-safe: rows are deleted only after the log acknowledged them, so a crash in between
-appends them again (same event ids; consumers skip duplicates). The API process wakes the
-relay after each commit (`runner.wake("relay", "relay")`); commits made by other processes
-are picked up within `poll_interval`.
+Order: a batch always starts at the oldest row not yet deleted, and rows are deleted only
+after the log acknowledged them, so every event's first copy in the log comes after those of
+the events committed before it (per thread: posts of one thread commit one at a time). A
+deposed leader checks the fence before appending and is refused at the delete; the most it can
+do, if the newer leader starts between its check and its delete, is append one batch again.
+
+Crash-safe: a crash between the append and the delete appends the batch again (same event ids;
+consumers skip duplicates). The API process wakes the relay after each commit
+(`runner.wake("relay", "relay")`); commits made by other processes are picked up within
+`poll_interval`.
 """
 
 from __future__ import annotations
@@ -21,7 +27,7 @@ from sqlalchemy import delete, select
 from threadcast.bus.log import EventLog, Message
 from threadcast.metrics import EVENTS_RELAYED
 from threadcast.store.db import Database
-from threadcast.store.fences import advance_fence
+from threadcast.store.fences import advance_fence, check_fence
 from threadcast.store.models import OutboxEvent
 from threadcast.toolkit import EVENT_ID_HEADER, Context, Service, setting
 
@@ -40,16 +46,15 @@ async def relay_once(database: Database, event_log: EventLog, epoch: int, batch:
     """Relay one batch as the leader of `epoch` (`NotLeaderError` when a newer leader acted);
     return how many events moved."""
     async with database.session() as session:
-        if await session.scalar(select(OutboxEvent.id).limit(1)) is None:
-            return 0  # nothing to relay: no write transaction
+        await check_fence(session, DUTY, epoch)
+        rows = list((await session.scalars(select(OutboxEvent).order_by(OutboxEvent.id).limit(batch))).all())
+    if not rows:
+        return 0
+    for topic, group in itertools.groupby(rows, key=lambda row: row.topic):
+        messages = [Message(value=r.payload, key=r.key, headers={EVENT_ID_HEADER: r.event_id}) for r in group]
+        await event_log.append(topic, messages)
     async with database.session() as session, session.begin():
         await advance_fence(session, DUTY, epoch)
-        rows = list((await session.scalars(select(OutboxEvent).order_by(OutboxEvent.id).limit(batch))).all())
-        if not rows:
-            return 0
-        for topic, group in itertools.groupby(rows, key=lambda row: row.topic):
-            messages = [Message(value=r.payload, key=r.key, headers={EVENT_ID_HEADER: r.event_id}) for r in group]
-            await event_log.append(topic, messages)
         await session.execute(delete(OutboxEvent).where(OutboxEvent.id.in_([row.id for row in rows])))
     EVENTS_RELAYED.inc(len(rows))
     return len(rows)
