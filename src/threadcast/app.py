@@ -12,6 +12,8 @@ from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from starlette.routing import Router
+from starlette.types import Receive, Scope, Send
 
 from threadcast.api.edge_auth import build_edge_auth_router
 from threadcast.api.errors import BodyLimit, install_error_handlers
@@ -31,7 +33,23 @@ STATIC = Path(__file__).with_name("static")
 log = structlog.get_logger("app")
 
 
-def create_app(system: System) -> FastAPI:
+class WebApp(FastAPI):
+    """The API, with the embedded edge's subscriber requests (`/sub/...`) sent straight to the
+    edge's routes, past the API's middleware stack (error pages, CORS, body limit): those wrap
+    every message a subscriber is sent, and a long-poll subscriber makes one request per
+    message. The edge's responses carry their own CORS headers and JSON errors; publishing
+    (`/pub/...`) stays behind the middleware."""
+
+    subscribers: Router | None = None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if self.subscribers is not None and scope["type"] != "lifespan" and scope["path"].startswith("/sub/"):
+            await self.subscribers(scope, receive, send)
+        else:
+            await super().__call__(scope, receive, send)
+
+
+def create_app(system: System) -> WebApp:
     """The ASGI app. Its lifespan starts the backends and the system's services."""
     store = open_object_store(system.settings.store_url, system.settings.object_store_root())  # the stats
 
@@ -45,7 +63,7 @@ def create_app(system: System) -> FastAPI:
         await system.close()
         await store.close()
 
-    app = FastAPI(
+    app = WebApp(
         title="threadcast",
         version="0.1.0",
         openapi_url="/api/v1/openapi.json",
@@ -74,7 +92,9 @@ def create_app(system: System) -> FastAPI:
     app.include_router(build_edge_auth_router(system.settings, limits))
     app.include_router(build_stats_router(store))
     if system.hub is not None:
-        app.router.routes.extend(edge_routes(system.hub, system.settings, live=live, limits=limits))
+        routes = edge_routes(system.hub, system.settings, live=live, limits=limits)
+        app.subscribers = Router([route for route in routes if route.path.startswith("/sub/")])  # type: ignore[attr-defined]
+        app.router.routes.extend(route for route in routes if not route.path.startswith("/sub/"))  # type: ignore[attr-defined]
 
     @app.get("/healthz", include_in_schema=False)
     async def healthz() -> JSONResponse:
