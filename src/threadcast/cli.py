@@ -31,10 +31,27 @@ def _settings(config: Path | None, **overrides: object) -> Settings:
     try:
         return load_settings(config, **overrides)
     except ValidationError as exc:
-        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
-        raise click.UsageError(f"invalid configuration: {problems}") from None
+        raise _invalid(exc) from None
     except (OSError, ValueError) as exc:
         raise click.UsageError(f"cannot read configuration: {exc}") from None
+
+
+def _service_configs(services: list[Service]) -> dict[str, object]:
+    """Each service's own configuration (its `config` type, read from the environment), made
+    before anything starts: an invalid one exits with status 2, as invalid settings do."""
+    configs: dict[str, object] = {}
+    for service in services:
+        if service.config is not None:
+            try:
+                configs[service.name] = service.config()
+            except ValidationError as exc:
+                raise _invalid(exc) from None
+    return configs
+
+
+def _invalid(exc: ValidationError) -> click.UsageError:
+    problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+    return click.UsageError(f"invalid configuration: {problems}")
 
 
 config_option = click.option(
@@ -61,9 +78,11 @@ main.add_command(stats)
 def up(host: str | None, port: int | None, data_dir: Path | None, log_level: str, config: Path | None) -> None:
     """Run the whole system in one process: API, relay, dispatcher, formatter, janitor and edge."""
     from threadcast.app import create_app
+    from threadcast.services import builtin_services
     from threadcast.system import System
 
     settings = _settings(config, host=host, port=port, data_dir=data_dir)
+    _service_configs(builtin_services(settings.service_names()))  # the services make them again
     configure_logging(log_level)
     system = System(settings, settings.service_names())
     app = create_app(system)
@@ -147,15 +166,16 @@ def run(
     found = _find_services(services)
     if len({service.name for service in found}) < len(found):
         raise click.BadParameter("a service is named twice", param_hint="SERVICE")
+    configs = _service_configs(found)
     configure_logging(log_level)
     edge = remote_edge_publisher(settings)
     backends = Backends.from_settings(settings, edge=edge)
-    runner = Runner(found, backends, settings=settings, concurrency=concurrency, grace=grace, ops_port=settings.ops_port)
+    runner = Runner(
+        found, backends, settings=settings, configs=configs, concurrency=concurrency, grace=grace,
+        ops_port=settings.ops_port,
+    )  # fmt: skip
     follow_edges(runner, edge)
-    try:
-        raise SystemExit(runner.run())
-    except ValidationError as exc:  # a service's own configuration (its `config` type)
-        raise click.ClickException(f"invalid configuration: {exc}") from None
+    raise SystemExit(runner.run())
 
 
 @main.command("services")

@@ -52,3 +52,38 @@ def test_each_partition_keeps_at_most_its_share_and_the_rest_is_to_be_read_again
     assert refused == {0: 2}
     assert len(ahead) == 3
     assert positions(ahead.take(10)) == [(0, 0), (1, 0), (0, 1)]
+
+
+def test_records_read_before_are_left_out():
+    ahead = ReadAhead(capacity=100)
+    ahead.add([rec(0, 0, 1.0), rec(0, 1, 2.0)], share=50)
+    assert positions(ahead.take(10)) == [(0, 0), (0, 1)]
+    # The consumer went back to offset 0 (a group rebalance): what it hands out again is left out.
+    assert ahead.add([rec(0, 0, 1.0), rec(0, 1, 2.0), rec(0, 2, 3.0)], share=50) == {}
+    assert positions(ahead.take(10)) == [(0, 2)]
+
+
+def test_a_partition_expected_but_not_read_yet_holds_every_record_back_until_it_delivers():
+    ahead = ReadAhead(capacity=100)
+    ahead.ends("events", {0: 5, 1: 5})
+    ahead.ends("deliveries", {0: 3})
+    ahead.expect("events", {0: 0, 1: 2})
+    ahead.expect("deliveries", {0: 3})  # read from its end: holds no one back
+    ahead.add([rec(0, 0, 1.0), rec(0, 1, 2.0)], share=50)
+    assert ahead.unread and ahead.take(10) == []  # partition 1's records may be older
+    ahead.add([rec(1, 2, 1.5)], share=50)
+    assert not ahead.unread
+    assert positions(ahead.take(10)) == [(0, 0), (1, 2)]  # then partition 1 holds back as usual
+
+
+def test_partitions_that_deliver_nothing_can_be_given_up():
+    ahead = ReadAhead(capacity=100)
+    ahead.ends("events", {0: 1, 1: 5})
+    ahead.expect("events", {0: 0, 1: 0})
+    ahead.add([rec(0, 0, 1.0)], share=50)
+    assert ahead.take(10) == []
+    ahead.forget_unread()
+    assert not ahead.unread
+    assert positions(ahead.take(10)) == [(0, 0)]
+    ahead.add([rec(1, 3, 2.0)], share=50)  # delivered after all: read as any partition
+    assert positions(ahead.take(10)) == [(1, 3)]

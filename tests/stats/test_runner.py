@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import time
 import uuid
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
@@ -16,9 +17,11 @@ from typing import Any
 import pytest
 
 from tests.conftest import backend_params
+from tests.stats.streams import key_for
 from tests.toolkit.helpers import wait_until
-from threadcast.bus.log import EventLog, Message
+from threadcast.bus.log import EventLog, LogConsumer, Message
 from threadcast.bus.sqlite_log import SqliteLog
+from threadcast.stats import spout
 from threadcast.stats.runner import EmbeddedRunner
 from threadcast.stats.spout import LogSpoutSpec
 from threadcast.stats.topology import Bolt, Collector, Topology, TopologyContext, Tuple
@@ -83,7 +86,7 @@ class Numbers:
 
 
 @pytest.fixture(params=backend_params("kafka"))
-async def numbers(request, tmp_path: Path) -> AsyncIterator[Numbers]:
+async def event_log(request, tmp_path: Path) -> AsyncIterator[EventLog]:
     if request.param == "kafka":
         from threadcast.bus.kafka_log import KafkaLog
 
@@ -91,11 +94,33 @@ async def numbers(request, tmp_path: Path) -> AsyncIterator[Numbers]:
     else:
         log = SqliteLog(tmp_path / "log.db", poll_interval=0.01)
     await log.start()
-    topic = f"numbers-{uuid.uuid4().hex[:8]}"
-    await log.create_topic(topic, 1)
-    await log.append(topic, [Message(f"v{n}".encode(), key=f"k{n % 3}") for n in range(6)])
-    yield Numbers(log, topic)
+    yield log
     await log.close()
+
+
+async def new_topic(log: EventLog, partitions: int, messages: list[Message]) -> str:
+    """A topic of its own (for Kafka) holding `messages`."""
+    topic = f"numbers-{uuid.uuid4().hex[:8]}"
+    await log.create_topic(topic, partitions)
+    await log.append(topic, messages)
+    return topic
+
+
+def on_each_partition(value: bytes, partitions: int = 2) -> list[Message]:
+    return [Message(value, key=key_for(partition, partitions)) for partition in range(partitions)]
+
+
+@pytest.fixture
+async def numbers(event_log: EventLog) -> Numbers:
+    messages = [Message(f"v{n}".encode(), key=f"k{n % 3}") for n in range(6)]
+    return Numbers(event_log, await new_topic(event_log, 1, messages))
+
+
+@pytest.fixture
+async def two_partitions(event_log: EventLog) -> Numbers:
+    """Three records in each of the two partitions of a topic."""
+    messages = [Message(f"v{n}".encode(), key=key_for(n % 2, 2)) for n in range(6)]
+    return Numbers(event_log, await new_topic(event_log, 2, messages))
 
 
 def topology(numbers: Numbers, **options: Any) -> Topology:
@@ -105,9 +130,9 @@ def topology(numbers: Numbers, **options: Any) -> Topology:
 
 
 @contextlib.asynccontextmanager
-async def running(built: Topology, numbers: Numbers, resources: Mapping[str, Any]) -> AsyncIterator[EmbeddedRunner]:
-    """The topology running on the embedded runner over the numbers' log, stopped at the end."""
-    runner = EmbeddedRunner(built, numbers.log, resources=resources)
+async def running(built: Topology, log: EventLog, resources: Mapping[str, Any]) -> AsyncIterator[EmbeddedRunner]:
+    """The topology running on the embedded runner over `log`, stopped at the end."""
+    runner = EmbeddedRunner(built, log, resources=resources)
     await runner.start()
     try:
         yield runner
@@ -135,7 +160,7 @@ async def test_only_the_contiguous_acked_prefix_is_committed(numbers):
     held: list = []
     built = topology(numbers)
     built.bolt("hold", Holding).shuffle("log")
-    async with running(built, numbers, {"held": held}):
+    async with running(built, numbers.log, {"held": held}):
         await wait_until(lambda: len(held) == 6, "every record held")
         for offset in (2, 3, 5):
             tup, collector, _ = by_offset(held, offset)
@@ -156,7 +181,7 @@ async def test_a_tree_is_done_only_when_every_descendant_is_acked(numbers):
     built = topology(numbers)
     built.bolt("forward", Forward, parallelism=2).shuffle("log")
     built.bolt("hold", Holding).global_("forward")
-    async with running(built, numbers, {"held": held}) as runner:
+    async with running(built, numbers.log, {"held": held}) as runner:
         await wait_until(lambda: len(held) == 6, "every record forwarded")
         await asyncio.sleep(0.1)
         assert await committed(numbers) == 0 and runner.pending() == 6
@@ -170,7 +195,7 @@ async def test_a_failed_tuple_is_emitted_again_and_the_second_ack_commits(number
     held: list = []
     built = topology(numbers)
     built.bolt("hold", Holding).shuffle("log")
-    async with running(built, numbers, {"held": held}):
+    async with running(built, numbers.log, {"held": held}):
         await wait_until(lambda: len(held) == 6, "every record held")
         for tup, collector, _ in list(held):
             (collector.fail if tup["offset"] == 1 else collector.ack)(tup)
@@ -186,7 +211,7 @@ async def test_a_tuple_not_done_within_the_message_timeout_is_replayed(numbers):
     held: list = []
     built = topology(numbers, message_timeout=0.3)
     built.bolt("hold", Holding).shuffle("log")
-    async with running(built, numbers, {"held": held}):
+    async with running(built, numbers.log, {"held": held}):
         await wait_until(lambda: len(held) == 6, "every record held")
         first = list(held)
         for tup, collector, _ in first:
@@ -207,7 +232,7 @@ async def test_a_bolt_that_raises_fails_its_tuple_which_is_replayed(numbers):
     seen: list[int] = []
     built = topology(numbers)
     built.bolt("explode", Exploding).shuffle("log")
-    async with running(built, numbers, {"seen": seen}) as runner:
+    async with running(built, numbers.log, {"seen": seen}) as runner:
         await wait_committed(numbers, 6)
         assert sorted(seen) == [0, 1, 1, 2, 3, 4, 5]
         assert runner.failure is None
@@ -217,7 +242,7 @@ async def test_max_spout_pending_caps_the_tuples_in_flight(numbers):
     held: list = []
     built = topology(numbers, max_spout_pending=4)
     built.bolt("hold", Holding).shuffle("log")
-    async with running(built, numbers, {"held": held}):
+    async with running(built, numbers.log, {"held": held}):
         await wait_until(lambda: len(held) == 4, "four held")
         await asyncio.sleep(0.1)
         assert len(held) == 4
@@ -231,7 +256,7 @@ async def test_fields_grouping_sends_one_key_to_one_task_and_all_grouping_to_eve
     built = topology(numbers)
     built.bolt("keyed", Holding, parallelism=3).fields("log", "key")
     built.bolt("every", Holding, parallelism=2).all_("log")
-    async with running(built, numbers, {"held": held}):
+    async with running(built, numbers.log, {"held": held}):
         await wait_until(lambda: len(held) == 6 + 2 * 6, "every tuple delivered")
     keyed = [(tup["key"], where) for tup, _collector, where in held if where[0] == "keyed"]
     assert len(keyed) == 6
@@ -244,5 +269,135 @@ async def test_ticks_reach_a_bolt_at_its_interval(numbers):
     ticks: list[float] = []
     built = topology(numbers)
     built.bolt("tick", Ticking, tick=0.05).shuffle("log")
-    async with running(built, numbers, {"ticks": ticks}):
+    async with running(built, numbers.log, {"ticks": ticks}):
         await wait_until(lambda: len(ticks) >= 3, "three ticks")
+
+
+async def test_records_read_again_after_a_group_rebalance_are_not_emitted_twice(two_partitions):
+    """Another member joins the spout's group and leaves: the spout's consumer gets partitions
+    back at the committed offsets (on Kafka, every join also puts each member back there), so
+    it reads the records in flight again. They are not emitted again: each record has one
+    tuple in flight, and acking them all commits everything."""
+    numbers, held = two_partitions, []
+    built = topology(numbers)
+    built.bolt("hold", Holding).shuffle("log")
+    async with running(built, numbers.log, {"held": held}) as runner:
+        await wait_until(lambda: len(held) == 6, "every record held")
+        other = numbers.log.consumer(numbers.topic, GROUP)
+        try:
+            for _ in range(600):  # until the group gave it a partition
+                await other.poll(max_records=1, timeout=0.05)
+                if other.assignment():
+                    break
+            assert other.assignment(), "the other member got no partition"
+        finally:
+            await other.close()
+        # Records appended now come after the ones read again, in each partition.
+        await numbers.log.append(numbers.topic, on_each_partition(b"new"))
+        await wait_until(lambda: [tup["value"] for tup, _, _ in held].count("new") == 2, "the records appended last")
+        emitted = sorted((tup["partition"], tup["offset"]) for tup, _, _ in held)
+        assert emitted == [(p, o) for p in (0, 1) for o in range(4)]
+        for tup, collector, _ in held:
+            collector.ack(tup)
+        await wait_until(lambda: runner.pending() == 0, "every tuple done")
+    assert await numbers.log.committed(numbers.topic, GROUP) == {0: 4, 1: 4}
+
+
+async def test_a_spout_reading_from_a_time_starts_every_topic_there(event_log):
+    """A bounded spout reading two topics from a time (a rebuild): every topic starts at that
+    time. On Kafka the topics' consumers join their group together before seeking: the second
+    one joining would otherwise wait for the first to join again (minutes, while nothing polls
+    it), and put it back to the committed offsets, undoing its seek."""
+    topics = tuple([await new_topic(event_log, 2, on_each_partition(b"old")) for _ in range(2)])
+    await asyncio.sleep(0.05)
+    since = time.time()
+    await asyncio.sleep(0.05)
+    for topic in topics:
+        await event_log.append(topic, on_each_partition(b"new"))
+    held: list = []
+    built = Topology("test")
+    built.spout("log", LogSpoutSpec(topics, GROUP, start_at=since, stop_at_end=True))
+    built.bolt("hold", Holding).shuffle("log")
+    async with running(built, event_log, {"held": held}):
+        await wait_until(lambda: len(held) == 4, "the records appended since")
+    assert sorted((tup["topic"], tup["partition"], tup["value"]) for tup, _, _ in held) == [
+        (topic, partition, "new") for topic in sorted(topics) for partition in (0, 1)
+    ]
+
+
+async def held_by_another_member(log: EventLog, topic: str, partitions: set[int]) -> LogConsumer:
+    """A member of the spout's group that polls until it owns `partitions`, then only stays."""
+    other = log.consumer(topic, GROUP)
+    while other.assignment() != partitions:
+        await other.poll(max_records=1, timeout=0.01)
+    return other
+
+
+async def test_a_bounded_run_reads_the_partitions_another_member_held_when_it_started(tmp_path):
+    """Polls that find nothing while the spout's consumer lacks partitions (another member
+    holds them, or the group rebalances) do not make a bounded run end: it reads them once they
+    are its own."""
+    log = SqliteLog(tmp_path / "log.db", poll_interval=0.01)
+    await log.start()
+    try:
+        topic = await new_topic(log, 2, on_each_partition(b"a") + on_each_partition(b"b"))
+        other = await held_by_another_member(log, topic, {0, 1})
+        held: list = []
+        built = Topology("test")
+        built.spout("log", LogSpoutSpec((topic,), GROUP, stop_at_end=True))
+        built.bolt("hold", Holding).shuffle("log")
+        runner = EmbeddedRunner(built, log, resources={"held": held})
+        run = asyncio.create_task(runner.run_bounded())
+        await asyncio.sleep(0.5)  # the spout polls meanwhile, with no partition of its own
+        await other.close()
+        await asyncio.wait_for(run, 30)
+    finally:
+        await log.close()
+    assert sorted((tup["partition"], tup["offset"]) for tup, _, _ in held) == [(p, o) for p in (0, 1) for o in (0, 1)]
+
+
+async def test_a_partition_read_late_holds_the_others_back_so_records_go_out_in_append_order(tmp_path):
+    """The spout gets one partition while another member holds the other (on Kafka: a topic's
+    partitions deliver their first records seconds apart, a consumer may join late). Records
+    go out oldest first across partitions anyway: emitted as read, the first partition's would
+    run ahead, and windows would wait for the other with the tuples in flight."""
+    log = SqliteLog(tmp_path / "log.db", poll_interval=0.01)
+    await log.start()
+    try:
+        topic = await new_topic(log, 2, [])
+        appended = [(await log.append(topic, [Message(b"v", key=key_for(n % 2, 2))]))[0] for n in range(6)]
+        other = await held_by_another_member(log, topic, {0, 1})
+        held: list = []
+        built = Topology("test")
+        built.spout("log", LogSpoutSpec((topic,), GROUP))
+        built.bolt("hold", Holding).shuffle("log")
+        async with running(built, log, {"held": held}):
+            while len(other.assignment()) != 1:  # the group has two members now: it gives one up
+                await other.poll(max_records=1, timeout=0.01)
+            await asyncio.sleep(0.3)  # the spout reads the partition it got meanwhile
+            await other.close()
+            await wait_until(lambda: len(held) == 6, "every record")
+        assert [(tup["partition"], tup["offset"]) for tup, _, _ in held] == appended
+    finally:
+        await log.close()
+
+
+async def test_a_partition_that_delivers_nothing_holds_the_others_back_only_for_a_while(tmp_path, monkeypatch):
+    monkeypatch.setattr(spout, "UNREAD_WAIT", 0.2)
+    log = SqliteLog(tmp_path / "log.db", poll_interval=0.01)
+    await log.start()
+    try:
+        topic = await new_topic(log, 2, on_each_partition(b"v"))
+        other = await held_by_another_member(log, topic, {0, 1})
+        held: list = []
+        built = Topology("test")
+        built.spout("log", LogSpoutSpec((topic,), GROUP))
+        built.bolt("hold", Holding).shuffle("log")
+        async with running(built, log, {"held": held}):
+            while len(other.assignment()) != 1:  # it gives one partition up, and keeps the other
+                await other.poll(max_records=1, timeout=0.01)
+            await wait_until(lambda: len(held) == 1, "the record of the spout's partition")
+        assert held[0][0]["partition"] not in other.assignment()
+        await other.close()
+    finally:
+        await log.close()

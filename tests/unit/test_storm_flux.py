@@ -43,17 +43,17 @@ def test_the_yaml_is_the_definition() -> None:
 
 
 def test_topology_conf_carries_timeouts_and_threadcast_conf_without_secrets() -> None:
-    topology = stats(window=5, lateness=2, idle_timeout=3, message_timeout=30.5, max_spout_pending=500)
+    topology = stats(window=120, lateness=2, idle_timeout=3, message_timeout=130.5, max_spout_pending=500)
     definition = parsed(topology)
     assert definition["name"] == "stats"
     config = definition["config"]
     assert config["topology.workers"] == 2
-    assert config["topology.message.timeout.secs"] == 31  # Storm takes whole seconds
+    assert config["topology.message.timeout.secs"] == 131  # Storm takes whole seconds
     assert config["topology.max.spout.pending"] == 500
     assert config["topology.subprocess.timeout.secs"] == 300
     threadcast = config["threadcast"]
     assert threadcast["name"] == "stats"
-    assert threadcast["conf"]["window"] == 5 and threadcast["conf"]["sources"] == SOURCES
+    assert threadcast["conf"]["window"] == 120 and threadcast["conf"]["sources"] == SOURCES
     assert "store_url" not in threadcast["conf"]
     assert threadcast["bolts"] == {"parse": {}, "window": {}, "sink": {"publish": False}}
     assert threadcast["outputs"]["log"] == {"default": ["topic", "partition", "offset", "key", "value"]}

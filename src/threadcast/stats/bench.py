@@ -1,12 +1,14 @@
 """How many log records per second the embedded runner sustains through the stats topology.
 
     python -m threadcast.stats.bench [--events 200000] [--forums 10] [--partitions 8] [--parallelism 1]
+                                     [--log-url kafka://HOST:PORT]
 
 Appends `events` posts and votes (and one delivery report per post) to a fresh embedded SQLite
-log in a temporary folder, spread over `forums` forums and a thousand threads at `rate` events
-per second of event time, then runs the stats topology over it into a folder store and reports
-the records done per second (from the runner's start to the last record's tree done: decoding,
-windows, sketches and the Parquet writes included).
+log in a temporary folder (or to fresh topics of the log at `--log-url`, deleted afterwards on
+Kafka), spread over `forums` forums and a thousand threads at `rate` events per second of event
+time, then runs the stats topology over it into a folder store and reports the records done per
+second (from the runner's start to the last record's tree done: decoding, windows, sketches and
+the Parquet writes included).
 """
 
 from __future__ import annotations
@@ -16,11 +18,13 @@ import asyncio
 import random
 import tempfile
 import time
+import uuid
+from collections.abc import Iterable
 from pathlib import Path
 
-from threadcast.bus.log import Message
+from threadcast.bus.factory import open_log
+from threadcast.bus.log import EventLog, Message
 from threadcast.bus.partitioner import partition_for
-from threadcast.bus.sqlite_log import SqliteLog
 from threadcast.config import Settings
 from threadcast.events import Delivery, Event, encode
 from threadcast.stats.definition import StatsConfig, log_sources, stats_topology, topics
@@ -63,16 +67,33 @@ def end_batches(partitions: int) -> list[tuple[str, list[Message]]]:
     ]
 
 
-async def measure(folder: Path, events: int, forums: int, partitions: int, parallelism: int, rate: float) -> dict[str, float]:
-    settings = Settings(data_dir=folder, log_partitions=partitions)
-    event_log = SqliteLog(folder / "log.db")
+def bench_settings(folder: Path, partitions: int, log_url: str | None) -> Settings:
+    """An embedded log in `folder`, or topics of their own on the log at `log_url`."""
+    if log_url is None:
+        return Settings(data_dir=folder, log_partitions=partitions)
+    run = uuid.uuid4().hex[:8]
+    return Settings(
+        data_dir=folder,
+        log_url=log_url,
+        log_partitions=partitions,
+        events_topic=f"stats-bench-events-{run}",
+        deliveries_topic=f"stats-bench-deliveries-{run}",
+    )
+
+
+async def measure(
+    folder: Path, events: int, forums: int, partitions: int, parallelism: int, rate: float, log_url: str | None = None
+) -> dict[str, float]:
+    settings = bench_settings(folder, partitions, log_url)
+    event_log = open_log(settings.resolved_log_url())
     await event_log.start()
+    names = dict(zip(("events", "deliveries"), topics(settings), strict=True))
     try:
-        for topic in topics(settings):
+        for topic in names.values():
             await event_log.create_topic(topic, partitions)
         appended = batches(events, forums, rate)
         for topic, messages in [*appended, *end_batches(partitions)]:
-            await event_log.append(topic, messages)
+            await event_log.append(names[topic], messages)
         total = sum(len(messages) for _topic, messages in appended) + partitions  # the end events are acked
         config = StatsConfig(
             idle_timeout=600, parse_parallelism=parallelism, window_parallelism=parallelism, sink_parallelism=parallelism
@@ -85,9 +106,20 @@ async def measure(folder: Path, events: int, forums: int, partitions: int, paral
         elapsed = time.perf_counter() - began
         await runner.stop()
     finally:
+        if log_url is not None:
+            await drop_topics(event_log, names.values())
         await event_log.close()
     windows = len(list((folder / "objects" / "stats" / "forum").rglob("*.parquet")))
     return {"records": total, "seconds": elapsed, "records_per_second": total / elapsed, "windows": windows}
+
+
+async def drop_topics(event_log: EventLog, names: Iterable[str]) -> None:
+    """Delete the bench's topics from Kafka (the embedded log goes with its folder)."""
+    from threadcast.bus.kafka_log import KafkaLog
+
+    if isinstance(event_log, KafkaLog):
+        futures = event_log.admin.delete_topics(list(names))
+        await asyncio.gather(*(asyncio.wrap_future(future) for future in futures.values()))
 
 
 def main() -> None:
@@ -97,9 +129,12 @@ def main() -> None:
     parser.add_argument("--partitions", type=int, default=8)
     parser.add_argument("--parallelism", type=int, default=1)
     parser.add_argument("--rate", type=float, default=500.0, help="events per second of event time")
+    parser.add_argument("--log-url", help="an event log to create the bench's topics on (default: embedded)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as folder:
-        result = asyncio.run(measure(Path(folder), args.events, args.forums, args.partitions, args.parallelism, args.rate))
+        result = asyncio.run(
+            measure(Path(folder), args.events, args.forums, args.partitions, args.parallelism, args.rate, args.log_url)
+        )
     print(
         f"{result['records']:.0f} records ({args.events} events + delivery reports) in {result['seconds']:.2f} s: "
         f"{result['records_per_second']:,.0f} records/s; {result['windows']:.0f} forum windows written"

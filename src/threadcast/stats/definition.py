@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from threadcast.bus.log import EventLog
@@ -23,6 +23,7 @@ from threadcast.stats.topology import Topology
 from threadcast.stats.window import WindowBolt
 
 GROUP = "stats"
+MINUTE = 60
 
 
 class StatsConfig(BaseSettings):
@@ -30,8 +31,9 @@ class StatsConfig(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="THREADCAST_STATS_", extra="forbid")
 
-    window: int = Field(60, ge=1)
-    """Seconds per tumbling window."""
+    window: int = MINUTE
+    """Seconds per tumbling window: whole minutes, as the results are stored per minute of the
+    window's start (`threadcast.stats.results.object_key`)."""
     lateness: float = Field(10.0, ge=0)
     """Seconds an event may come after newer ones of its partition and still count."""
     idle_timeout: float = Field(5.0, gt=0)
@@ -44,6 +46,16 @@ class StatsConfig(BaseSettings):
     message_timeout: float | None = Field(None, gt=0)
     """Seconds a record may take to be done; by default window + lateness + idle_timeout + 120."""
     group: str = GROUP
+
+    @field_validator("window")
+    @classmethod
+    def _whole_minutes(cls, window: int) -> int:
+        if window <= 0 or window % MINUTE:
+            raise ValueError(
+                f"THREADCAST_STATS_WINDOW must be a positive multiple of {MINUTE} seconds, got {window}: "
+                "the results are stored under the minute a window starts, so windows must start on whole minutes"
+            )
+        return window
 
     @model_validator(mode="after")
     def _timeout_outlasts_windows(self) -> StatsConfig:

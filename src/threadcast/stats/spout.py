@@ -12,6 +12,10 @@ way Storm's KafkaSpout does, so the bolts behind it are the same on both engines
   is never used by two tasks at once.
 - Records read ahead go out in append-time order across partitions and topics, so partitions
   advance together in event time (see `threadcast.stats.readahead`).
+- A record the consumer hands out again is skipped (see `threadcast.stats.readahead`); only
+  `fail` emits a record again. A group rebalance puts consumers back to the committed offsets,
+  behind the records in flight; on Kafka every member that joins the group does that to the
+  others (eager rebalancing), and the consumers of the spout's topics are members of one group.
 - In a bounded run (`stop_at_end`), records appended after the spout opened are not emitted,
   and `exhausted` says when everything before was.
 """
@@ -41,6 +45,10 @@ IDLE_POLL = 0.1
 """Seconds a poll waits when no topic had records (and `next_tuple` for the reader)."""
 END_REFRESH = 0.05
 """Seconds between two looks at the end offsets (which partitions have more to read)."""
+UNREAD_WAIT = 10.0
+"""Seconds the read-ahead holds every record back for a partition that delivered nothing yet
+(see `threadcast.stats.readahead`); after that it gives up on it: its records may be gone
+(retention), or none may be left after the time the spout starts at."""
 REPLAY_BACKOFF = Backoff(base=0.1, cap=10.0)
 ERROR_DELAY = 1.0
 
@@ -60,7 +68,7 @@ class LogSpoutSpec:
     commit_interval: float = 1.0
     start_at: float | None = None
     """Seek every partition to the first record appended at or after this time (seconds since
-    the epoch) instead of the group's committed offsets."""
+    the epoch) instead of the group's committed offsets, once every topic's consumer joined."""
     stop_at_end: bool = False
     """A bounded run: stop at the end offsets the topics had when the spout opened."""
 
@@ -93,12 +101,17 @@ class LogSpout:
 
     async def open(self) -> None:
         for topic in self.spec.topics:
-            consumer = self._log.consumer(topic, self.spec.group)
-            self._consumers[topic] = consumer
+            self._consumers[topic] = self._log.consumer(topic, self.spec.group)
+            ends = await self._log.end_offsets(topic)
             if self.spec.stop_at_end:
-                self._stop_at[topic] = await self._log.end_offsets(topic)
-            if self.spec.start_at is not None:
-                await _seek_when_assigned(consumer, self.spec.start_at)
+                self._stop_at[topic] = ends
+            starts = {} if self.spec.start_at is not None else await self._log.committed(topic, self.spec.group)
+            self._ahead.ends(topic, ends)
+            self._ahead.expect(topic, {partition: starts.get(partition, 0) for partition in ends})
+        if self.spec.start_at is not None:
+            await _join(list(self._consumers.values()))
+            for consumer in self._consumers.values():
+                await consumer.seek_to_timestamp(self.spec.start_at)
         self._reader = asyncio.create_task(self._read_ahead(), name="log-spout-reader")
 
     @property
@@ -163,10 +176,13 @@ class LogSpout:
     # -- the reader task -----------------------------------------------------------------------
 
     async def _read_ahead(self) -> None:
-        last_commit = last_ends = time.monotonic()
+        began = last_commit = last_ends = time.monotonic()
         refusals = 0
         while True:
             try:
+                if self._ahead.unread and time.monotonic() - began >= UNREAD_WAIT:
+                    log.info("stats spout: partitions with records to read delivered none", seconds=UNREAD_WAIT)
+                    self._ahead.forget_unread()
                 if time.monotonic() - last_commit >= self.spec.commit_interval:
                     last_commit = time.monotonic()
                     await self._commit()
@@ -175,11 +191,11 @@ class LogSpout:
                     for topic in self.spec.topics:
                         ends = self._stop_at.get(topic) or await self._log.end_offsets(topic)
                         self._ahead.ends(topic, ends)
-                polled, kept = await self._poll()
+                kept, refused = await self._poll()
                 if kept:
                     refusals = 0
                     self._readable.set()
-                elif polled:  # records of partitions whose buffers are full only
+                elif refused:  # records of partitions whose buffers are full only
                     refusals += 1
                     if refusals > self._assigned():  # all of them: wait for the topology
                         refusals = 0
@@ -201,11 +217,11 @@ class LogSpout:
                 await consumer.commit(positions)
                 tracker.committed(positions)
 
-    async def _poll(self) -> tuple[int, int]:
+    async def _poll(self) -> tuple[int, bool]:
         """One non-blocking poll per topic until one has records, first a topic with a partition
         that holds the others back, then the topic read least far (in append time); if none
         had records, one poll that waits a little (on each topic in turn). Returns how many
-        records were polled and how many kept."""
+        records were kept, and whether some were refused (their partitions' buffers are full)."""
         order = sorted(self.spec.topics, key=lambda topic: (not self._ahead.hungry(topic), self._read_up_to[topic]))
         self._idle_turn = (self._idle_turn + 1) % len(order)
         for waiting, topic in enumerate((*order, order[self._idle_turn])):
@@ -216,28 +232,31 @@ class LogSpout:
                 records = self._before_the_end(topic, records, waited=timeout > 0)
             if records:
                 self._read_up_to[topic] = max(self._read_up_to[topic], records[-1].timestamp)
-                return len(records), await self._keep(consumer, records)
-        return 0, 0
+                return await self._keep(consumer, records)
+        return 0, False
 
-    async def _keep(self, consumer: LogConsumer, records: list[Record]) -> int:
-        """Read records ahead; seek back to those left out (partitions ahead of the others)."""
+    async def _keep(self, consumer: LogConsumer, records: list[Record]) -> tuple[int, bool]:
+        """Read records ahead; seek back to those refused (partitions ahead of the others).
+        Returns how many were kept and whether some were refused."""
         before = len(self._ahead)
         share = max(self.spec.poll_records, self._ahead.share(self._assigned()))
-        for partition, offset in self._ahead.add(records, share).items():
+        refused = self._ahead.add(records, share)
+        for partition, offset in refused.items():
             await consumer.seek(partition, offset)
-        return len(self._ahead) - before
+        return len(self._ahead) - before, bool(refused)
 
     def _assigned(self) -> int:
         return sum(len(consumer.assignment()) for consumer in self._consumers.values())
 
     def _before_the_end(self, topic: str, records: list[Record], *, waited: bool) -> list[Record]:
         """Bounded runs: the records appended before the spout opened; marks the topic drained
-        once a poll per partition (they take turns) found none."""
+        once a poll per partition (they take turns) found none while the consumer held every
+        partition (not while the group rebalances, or before the consumer joined it)."""
         stop_at = self._stop_at[topic]
         fresh = [r for r in records if r.offset < stop_at.get(r.partition, 0)]
         if fresh:
             self._fruitless[topic] = 0
-        elif records or waited:
+        elif (records or waited) and self._consumers[topic].assignment() == set(stop_at):
             self._fruitless[topic] += 1
         if self._fruitless[topic] > len(stop_at):
             self._drained.add(topic)
@@ -258,9 +277,12 @@ def _values(record: Record) -> list[Any]:
     return [record.topic, record.partition, record.offset, record.key, record.value.decode("utf-8", "replace")]
 
 
-async def _seek_when_assigned(consumer: LogConsumer, timestamp: float) -> None:
-    """Join the group (the first polls), then seek; records polled before the seek are dropped:
-    they are read again from the new positions."""
-    while not consumer.assignment():
-        await consumer.poll(max_records=1, timeout=IDLE_POLL)
-    await consumer.seek_to_timestamp(timestamp)
+async def _join(consumers: list[LogConsumer]) -> None:
+    """Poll the consumers in turns until each has its partitions (the records polled meanwhile
+    are dropped: the caller seeks next). They are members of one group, and on Kafka each member
+    that joins makes the others join again, back at the committed offsets: a seek made before
+    all have joined is undone, and a member not polled meanwhile holds the group's rebalance up
+    for minutes (until its max poll interval ends)."""
+    while not all(consumer.assignment() for consumer in consumers):
+        for consumer in consumers:
+            await consumer.poll(max_records=1, timeout=IDLE_POLL)
