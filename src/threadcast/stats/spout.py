@@ -64,7 +64,10 @@ class LogSpoutSpec:
     topics: tuple[str, ...]
     group: str
     poll_records: int = 250
-    buffer: int = 16_000
+    buffer: int = 64_000
+    """Records read ahead at most, a fair share per partition. Records beyond a partition's share
+    are read again after a seek back, which on Kafka also drops what the consumer fetched ahead:
+    a share should hold a fetch (about 1 MB per partition, 4,000 records of the stats)."""
     commit_interval: float = 1.0
     start_at: float | None = None
     """Seek every partition to the first record appended at or after this time (seconds since
